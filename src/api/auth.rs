@@ -1,0 +1,97 @@
+//! Who is asking, and what they may see.
+//!
+//! Default deny: every field of the root types and of the two namespaces
+//! that mix public and private fields (`Api`, `ApiMutations`) needs a valid
+//! token, except the few the app uses before it has one. Everything else in
+//! the schema is reachable only through those fields.
+
+use crate::app::App;
+use crate::domain::tokens::Caller;
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextResolve, ResolveInfo,
+};
+use async_graphql::{Context, Request, ServerError, ServerResult, Value};
+use std::any::TypeId;
+use std::sync::Arc;
+
+/// The requesting client's address, for throttling failed authentication.
+#[derive(Debug, Clone)]
+pub struct ClientId(pub String);
+
+/// Fields open without a token: (parent type, field).
+const PUBLIC_FIELDS: &[(&str, &str)] = &[
+    ("Query", "api"),
+    ("Api", "version"),
+    ("Mutation", "api"),
+    ("ApiMutations", "useRecoveryApiKey"),
+    ("ApiMutations", "authorizeWithNewDeviceApiKey"),
+    ("Mutation", "useRecoveryApiKey"),
+    ("Mutation", "authorizeWithNewDeviceApiKey"),
+];
+
+/// Types where access is decided field by field.
+const GUARDED_TYPES: &[&str] = &["Query", "Mutation", "Subscription", "Api", "ApiMutations"];
+
+/// Whether a field may be resolved without a token. `__typename` is
+/// harmless; `__schema` and `__type` (introspection) are for token holders.
+pub fn is_public(parent_type: &str, field: &str) -> bool {
+    field == "__typename"
+        || !GUARDED_TYPES.contains(&parent_type)
+        || PUBLIC_FIELDS.contains(&(parent_type, field))
+}
+
+pub fn app<'a>(ctx: &Context<'a>) -> &'a Arc<App> {
+    ctx.data_unchecked::<Arc<App>>()
+}
+
+/// The authenticated caller, or the error the app gets without a token.
+pub fn caller<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Caller> {
+    ctx.data_opt::<Caller>()
+        .ok_or_else(crate::api::errors::unauthenticated)
+}
+
+pub struct RequireToken;
+
+impl ExtensionFactory for RequireToken {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(RequireTokenExtension)
+    }
+}
+
+struct RequireTokenExtension;
+
+#[async_trait::async_trait]
+impl Extension for RequireTokenExtension {
+    /// Introspection is for the owner's tools: only with a token (the field
+    /// check below gives the clear error; this is a second lock).
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        let authenticated = ctx.data_opt::<Caller>().is_some()
+            || request.data.contains_key(&TypeId::of::<Caller>());
+        let request = if authenticated {
+            request
+        } else {
+            request.disable_introspection()
+        };
+        next.run(ctx, request).await
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<Value>> {
+        if !is_public(info.parent_type, info.name) && ctx.data_opt::<Caller>().is_none() {
+            let error = crate::api::errors::unauthenticated();
+            let mut server_error = ServerError::new(error.message, None);
+            server_error.extensions = error.extensions;
+            return Err(server_error);
+        }
+        next.run(ctx, info).await
+    }
+}

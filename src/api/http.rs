@@ -1,0 +1,297 @@
+//! HTTP and websocket transport for the schema: `/graphql` (POST queries,
+//! websocket subscriptions, GraphiQL for a browser) and `/api/version`.
+
+use super::auth::ClientId;
+use super::types::api::API_VERSION;
+use super::{ApiSchema, build_schema};
+use crate::app::App;
+use crate::domain::i18n::Locale;
+use crate::domain::tokens::Caller;
+use async_graphql::Data;
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::limit::RequestBodyLimitLayer;
+
+#[derive(Clone)]
+struct Shared {
+    app: Arc<App>,
+    schema: ApiSchema,
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let schema = build_schema(Some(app.clone()));
+    let limit = app.config.max_body_bytes;
+    Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/api/version", get(version))
+        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(middleware::from_fn(refuse_token_in_url))
+        .with_state(Shared { app, schema })
+}
+
+/// Serves until SIGTERM or SIGINT, telling systemd when it is ready.
+pub async fn serve(app: Arc<App>, test_hooks_socket: Option<PathBuf>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(app.config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", app.config.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "serving the SelfPrivacy API");
+    if let Some(path) = test_hooks_socket {
+        crate::test_hooks::spawn(path, app.clone())?;
+    }
+    spawn_housekeeping(app.clone());
+    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(());
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => result?,
+        _ = async {
+            let _ = stop_rx.await;
+            // Websocket clients may hold on forever; give requests in flight
+            // a moment, then go.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        } => tracing::info!("closing remaining connections"),
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::info!("shutting down");
+}
+
+fn spawn_housekeeping(app: Arc<App>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            if let Err(failure) = app.jobs.purge_expired() {
+                tracing::error!("purging expired jobs: {failure}");
+            }
+        }
+    });
+}
+
+/// URLs end up in proxy and browser logs, so a token there is refused
+/// outright rather than ignored.
+async fn refuse_token_in_url(request: Request, next: Next) -> Response {
+    let has_token = request.uri().query().is_some_and(|query| {
+        query
+            .split('&')
+            .any(|pair| pair.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("token")))
+    });
+    if has_token {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Tokens in the URL are refused: send it in the Authorization header",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+async fn version() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "version": API_VERSION }))
+}
+
+/// The client's address: the peer, or what nginx on this machine says the
+/// peer was.
+fn client_id(peer: SocketAddr, headers: &HeaderMap) -> ClientId {
+    let forwarded = || {
+        let real_ip = headers.get("x-real-ip").and_then(|v| v.to_str().ok());
+        let last_forwarded = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next());
+        real_ip.or(last_forwarded).map(|v| v.trim().to_owned())
+    };
+    let id = if peer.ip().is_loopback() {
+        forwarded().unwrap_or_else(|| peer.ip().to_string())
+    } else {
+        peer.ip().to_string()
+    };
+    ClientId(id)
+}
+
+fn locale(headers: &HeaderMap) -> Locale {
+    Locale::from_accept_language(
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// `Bearer <token>`, or the bare token the app sends during setup.
+fn token_from_authorization(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let token = match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        Some(_) => return None,
+        None if value.eq_ignore_ascii_case("bearer") => return None,
+        None => value,
+    };
+    (!token.is_empty()).then_some(token)
+}
+
+/// Checks a presented token, waiting first if this client has failed too
+/// often. `Err` means a token was presented and is wrong.
+async fn check_token(app: &App, client: &ClientId, token: Option<&str>) -> Result<Option<Caller>, ()> {
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    let wait = app.throttle.reserve(&client.0);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    match app.tokens.authenticate(token) {
+        Some(caller) => Ok(Some(caller)),
+        None => {
+            app.throttle.record_failure(&client.0);
+            Err(())
+        }
+    }
+}
+
+fn header_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(token_from_authorization)
+}
+
+async fn graphql_post(
+    State(shared): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> GraphQLResponse {
+    let client = client_id(peer, &headers);
+    // A wrong token is answered like no token: public fields still work,
+    // everything else says the request is not authenticated.
+    let caller = check_token(&shared.app, &client, header_token(&headers))
+        .await
+        .unwrap_or(None);
+    let mut request = request.into_inner().data(locale(&headers)).data(client);
+    if let Some(caller) = caller {
+        request = request.data(caller);
+    }
+    shared.schema.execute(request).await.into()
+}
+
+async fn graphql_get(
+    State(shared): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    protocol: Result<GraphQLProtocol, StatusCode>,
+) -> Response {
+    match (upgrade, protocol) {
+        (Ok(upgrade), Ok(protocol)) => websocket(shared, peer, headers, upgrade, protocol).await,
+        (Ok(_), Err(_)) => (
+            StatusCode::BAD_REQUEST,
+            "Unsupported websocket subprotocol: use graphql-transport-ws or graphql-ws",
+        )
+            .into_response(),
+        _ => Html(GraphiQLSource::build().endpoint("/graphql").finish()).into_response(),
+    }
+}
+
+async fn websocket(
+    shared: Shared,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+    protocol: GraphQLProtocol,
+) -> Response {
+    let client = client_id(peer, &headers);
+    let Ok(header_caller) = check_token(&shared.app, &client, header_token(&headers)).await else {
+        return (StatusCode::UNAUTHORIZED, "Invalid token").into_response();
+    };
+    let mut data = Data::default();
+    data.insert(locale(&headers));
+    data.insert(client.clone());
+    if let Some(caller) = header_caller.clone() {
+        data.insert(caller);
+    }
+    let app = shared.app.clone();
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| {
+            GraphQLWebSocket::new(stream, shared.schema.clone(), protocol)
+                .with_data(data)
+                .on_connection_init(move |payload| async move {
+                    let mut data = Data::default();
+                    if header_caller.is_some() {
+                        return Ok(data);
+                    }
+                    match check_token(&app, &client, init_payload_token(&payload)).await {
+                        Ok(Some(caller)) => data.insert(caller),
+                        Ok(None) => {}
+                        Err(()) => return Err(async_graphql::Error::new("Invalid token")),
+                    }
+                    Ok(data)
+                })
+                .serve()
+        })
+}
+
+/// The token in a `connection_init` payload: `{"Authorization": "Bearer t"}`
+/// as the app sends it, or inside a `headers` object as some clients do.
+fn init_payload_token(payload: &serde_json::Value) -> Option<&str> {
+    fn find(object: &serde_json::Value) -> Option<&str> {
+        object.as_object().and_then(|map| {
+            map.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                .and_then(|(_, v)| v.as_str())
+        })
+    }
+    find(payload)
+        .or_else(|| payload.get("headers").and_then(find))
+        .and_then(token_from_authorization)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorization_accepts_bearer_and_bare_tokens() {
+        assert_eq!(token_from_authorization("Bearer abc"), Some("abc"));
+        assert_eq!(token_from_authorization("bearer  abc "), Some("abc"));
+        assert_eq!(token_from_authorization("abc"), Some("abc"));
+        assert_eq!(token_from_authorization("Basic abc"), None);
+        assert_eq!(token_from_authorization("Bearer "), None);
+    }
+
+    #[test]
+    fn init_payload_token_is_found_in_either_place() {
+        let app_style = serde_json::json!({"Authorization": "Bearer t1"});
+        let nested = serde_json::json!({"headers": {"authorization": "Bearer t2"}});
+        assert_eq!(init_payload_token(&app_style), Some("t1"));
+        assert_eq!(init_payload_token(&nested), Some("t2"));
+        assert_eq!(init_payload_token(&serde_json::json!({})), None);
+    }
+}

@@ -1,0 +1,40 @@
+//! The GraphQL layer: translates between the app's schema and the domain.
+//! No business rules live here.
+
+pub mod auth;
+pub mod errors;
+pub mod http;
+pub mod roots;
+pub mod scalars;
+pub mod types;
+
+use crate::app::App;
+use async_graphql::{SDLExportOptions, Schema};
+use roots::{Mutation, Query, Subscription};
+use std::sync::Arc;
+
+pub type ApiSchema = Schema<Query, Mutation, Subscription>;
+
+/// Query limits: the app's deepest operation nests 7 levels and GraphiQL's
+/// introspection query 13; complexity counts one per selected field.
+pub const MAX_DEPTH: usize = 16;
+pub const MAX_COMPLEXITY: usize = 2000;
+
+pub fn build_schema(app: Option<Arc<App>>) -> ApiSchema {
+    let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription)
+        .register_output_type::<types::returns::MutationReturnInterface>()
+        .register_output_type::<types::storage::StorageUsageInterface>()
+        .register_output_type::<types::services::ConfigItem>()
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .extension(auth::RequireToken);
+    if let Some(app) = app {
+        builder = builder.data(app);
+    }
+    builder.finish()
+}
+
+/// The SDL checked in as `schema.graphql`.
+pub fn export_sdl() -> String {
+    build_schema(None).sdl_with_options(SDLExportOptions::new())
+}

@@ -1,0 +1,161 @@
+//! Command line: `serve`, `token`, `export-schema`.
+
+use crate::app::App;
+use crate::config::Config;
+use crate::domain::clock::Clock;
+use crate::domain::tokens::TokenService;
+use crate::state::Store;
+use clap::{Args, Parser, Subcommand};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(name = "selfprivacy-api", version, about = "The SelfPrivacy server API daemon")]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Overrides of the configuration file, each also taken from the
+/// environment.
+#[derive(Args, Debug, Default)]
+pub struct Settings {
+    /// TOML configuration file (default: /etc/selfprivacy-api/config.toml if present)
+    #[arg(long, global = true, env = "SELFPRIVACY_API_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address and port to listen on
+    #[arg(long, global = true, env = "SELFPRIVACY_API_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The daemon's state directory (SQLite database)
+    #[arg(long, global = true, env = "SELFPRIVACY_API_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The server's userdata.json
+    #[arg(long, global = true, env = "SELFPRIVACY_API_USERDATA_FILE")]
+    pub userdata_file: Option<PathBuf>,
+    /// Directory of sp-module definitions
+    #[arg(long, global = true, env = "SELFPRIVACY_API_SP_MODULES_DIR")]
+    pub sp_modules_dir: Option<PathBuf>,
+    /// The NixOS configuration flake directory
+    #[arg(long, global = true, env = "SELFPRIVACY_API_NIXOS_CONFIG_DIR")]
+    pub nixos_config_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    pub fn resolve(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        let paths = [
+            (&self.state_dir, &mut config.state_dir),
+            (&self.userdata_file, &mut config.userdata_file),
+            (&self.sp_modules_dir, &mut config.sp_modules_dir),
+            (&self.nixos_config_dir, &mut config.nixos_config_dir),
+        ];
+        for (flag, setting) in paths {
+            if let Some(value) = flag {
+                *setting = value.clone();
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the GraphQL API
+    Serve {
+        /// TEST SCAFFOLDING: listen on this unix socket for test hooks
+        /// (moving the daemon's clock). Never set in production.
+        #[arg(long, hide = true)]
+        test_hooks_socket: Option<PathBuf>,
+    },
+    /// Manage device tokens
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print the GraphQL schema (SDL) this daemon serves
+    ExportSchema,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token for a new device and print it (only the token)
+    New {
+        #[arg(long)]
+        device: String,
+    },
+    /// Store a token read from standard input for a device
+    Import {
+        #[arg(long)]
+        device: String,
+    },
+    /// List the devices that have tokens
+    List,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("selfprivacy-api: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::ExportSchema => {
+            print!("{}", crate::api::export_sdl());
+            Ok(())
+        }
+        Command::Serve { test_hooks_socket } => {
+            let config = cli.settings.resolve()?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let app = App::open(config)?;
+                crate::api::http::serve(app, test_hooks_socket).await
+            })
+        }
+        Command::Token(command) => {
+            let config = cli.settings.resolve()?;
+            // Only the token tables: opening the job registry here would
+            // mark a running daemon's jobs as interrupted.
+            let store = Arc::new(Store::open(&config.state_dir)?);
+            let tokens = TokenService::load(store, Arc::new(Clock::default()))?;
+            match command {
+                TokenCommand::New { device } => {
+                    println!("{}", tokens.create_token(&device)?.secret);
+                }
+                TokenCommand::Import { device } => {
+                    let mut token = String::new();
+                    std::io::stdin().read_to_string(&mut token)?;
+                    let issued = tokens.import_token(&device, &token)?;
+                    eprintln!("token stored for device {}", issued.device);
+                }
+                TokenCommand::List => {
+                    for device in tokens.devices() {
+                        println!("{}\t{}", device.name, device.created_at.to_rfc3339());
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Configuration: defaults for NixOS, then an optional TOML file, then
+//! environment variables and command-line flags (see `cli.rs`).
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/selfprivacy-api/config.toml";
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the API listens (nginx proxies to it in production).
+    pub listen: SocketAddr,
+    /// The daemon's own state: the SQLite file with token hashes and jobs.
+    pub state_dir: PathBuf,
+    /// The server's declared configuration, shared with NixOS.
+    pub userdata_file: PathBuf,
+    /// The service catalogue generated from the installed sp-modules.
+    pub sp_modules_dir: PathBuf,
+    /// The NixOS configuration flake.
+    pub nixos_config_dir: PathBuf,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5050)),
+            state_dir: PathBuf::from("/var/lib/selfprivacy-api"),
+            userdata_file: PathBuf::from("/etc/nixos/userdata.json"),
+            sp_modules_dir: PathBuf::from("/etc/sp-modules"),
+            nixos_config_dir: PathBuf::from("/etc/nixos"),
+            max_body_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Loads `file`, or the default file if it exists, or the defaults.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let (path, required) = match file {
+            Some(path) => (path.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("configuration file {}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::default())
+            }
+            Err(e) => Err(anyhow::anyhow!(
+                "cannot read configuration file {}: {e}",
+                path.display()
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_unknown_keys() {
+        let config: Config =
+            toml::from_str("listen = \"127.0.0.1:6000\"\nstate_dir = \"/tmp/x\"").unwrap();
+        assert_eq!(config.listen.port(), 6000);
+        assert_eq!(config.state_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.userdata_file, Config::default().userdata_file);
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+}

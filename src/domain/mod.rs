@@ -1,0 +1,7 @@
+//! What the daemon does, independent of GraphQL, D-Bus and SQLite details.
+
+pub mod clock;
+pub mod error;
+pub mod i18n;
+pub mod jobs;
+pub mod tokens;

@@ -1,0 +1,570 @@
+//! Device tokens, the recovery key and the new-device key.
+//!
+//! Tokens are 256 random bits, shown once, stored only as SHA-256 hashes
+//! (a hash of a full-entropy secret needs no slow KDF) and compared in
+//! constant time. Keys are BIP39 mnemonics whose entropy is hashed the same
+//! way. Every failed key use answers the same 404, whatever was wrong.
+
+use super::clock::Clock;
+use super::error::{Failure, Outcome};
+use crate::state::{Hash, KeyKind, KeySpend, StoredKey, StoredToken, Store};
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use subtle::ConstantTimeEq;
+
+/// A new-device key is valid this long.
+pub const NEW_DEVICE_KEY_TTL: Duration = Duration::minutes(10);
+const RECOVERY_KEY_BYTES: usize = 24; // 18 words
+const NEW_DEVICE_KEY_BYTES: usize = 16; // 12 words
+const TOKEN_BYTES: usize = 32;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Who made a request: the device whose token it carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub device: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryKeyStatus {
+    pub exists: bool,
+    pub valid: bool,
+    pub created_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub uses_left: Option<i64>,
+}
+
+/// A token or key handed out once; the daemon keeps only its hash.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub secret: String,
+    pub device: String,
+}
+
+pub struct TokenService {
+    store: Arc<Store>,
+    clock: Arc<Clock>,
+    /// All token hashes, so checking a request needs no table read.
+    tokens: RwLock<Vec<StoredToken>>,
+    /// The database's `data_version` when `tokens` was loaded.
+    loaded_version: AtomicI64,
+}
+
+impl TokenService {
+    pub fn load(store: Arc<Store>, clock: Arc<Clock>) -> Outcome<TokenService> {
+        let service = TokenService {
+            store,
+            clock,
+            tokens: RwLock::new(Vec::new()),
+            loaded_version: AtomicI64::new(-1),
+        };
+        service.reload()?;
+        Ok(service)
+    }
+
+    fn reload(&self) -> Outcome<()> {
+        let version = self
+            .store
+            .data_version()
+            .map_err(|e| Failure::internal("reading the database version", e))?;
+        let tokens = self
+            .store
+            .tokens()
+            .map_err(|e| Failure::internal("loading device tokens", e))?;
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = tokens;
+        self.loaded_version.store(version, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Picks up tokens another process (the `token` command) changed.
+    fn refresh_if_changed(&self) {
+        match self.store.data_version() {
+            Ok(version) if version == self.loaded_version.load(Ordering::Relaxed) => {}
+            Ok(_) => {
+                if let Err(failure) = self.reload() {
+                    tracing::error!("reloading device tokens: {failure}");
+                }
+            }
+            Err(e) => tracing::error!("reading the database version: {e}"),
+        }
+    }
+
+    /// The device a token belongs to. Every stored hash is compared, in
+    /// constant time, so timing tells nothing about near misses.
+    pub fn authenticate(&self, token: &str) -> Option<Caller> {
+        self.refresh_if_changed();
+        let candidate = hash(token.as_bytes());
+        let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
+        let mut found = None;
+        for stored in tokens.iter() {
+            if bool::from(stored.hash.ct_eq(&candidate)) {
+                found = Some(stored.name.clone());
+            }
+        }
+        found.map(|device| Caller { device })
+    }
+
+    pub fn devices(&self) -> Vec<Device> {
+        self.refresh_if_changed();
+        self.tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|t| Device {
+                name: t.name.clone(),
+                created_at: t.created_at,
+            })
+            .collect()
+    }
+
+    /// A new token for a new device (the installer's first token, `token new`).
+    pub fn create_token(&self, device_name: &str) -> Outcome<Issued> {
+        let secret = random_token();
+        let device = self.unique_device_name(device_name);
+        self.store
+            .insert_token(&self.stored_token(&device, &secret))
+            .map_err(|e| Failure::internal("saving a device token", e))?;
+        self.reload()?;
+        Ok(Issued { secret, device })
+    }
+
+    /// Stores a token that provisioning tools or a migration bring along.
+    pub fn import_token(&self, device_name: &str, token: &str) -> Outcome<Issued> {
+        let token = token.trim();
+        if token.len() < 32 || token.len() > 512 || !token.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(Failure::bad_input(
+                "A token must be 32 to 512 visible ASCII characters",
+                "Токен должен состоять из 32–512 видимых символов ASCII",
+            ));
+        }
+        let device = sanitize_device_name(device_name);
+        if self.devices().iter().any(|d| d.name == device) {
+            return Err(Failure::conflict(
+                format!("A device named {device} already has a token"),
+                format!("У устройства {device} уже есть токен"),
+            ));
+        }
+        if self.authenticate(token).is_some() {
+            return Err(Failure::conflict(
+                "This token is already in use",
+                "Этот токен уже используется",
+            ));
+        }
+        self.store
+            .insert_token(&self.stored_token(&device, token))
+            .map_err(|e| Failure::internal("saving a device token", e))?;
+        self.reload()?;
+        Ok(Issued {
+            secret: token.to_owned(),
+            device,
+        })
+    }
+
+    pub fn delete_device(&self, caller: &Caller, device: &str) -> Outcome<()> {
+        if caller.device == device {
+            return Err(Failure::bad_input(
+                "Cannot delete the token of the device making this request",
+                "Нельзя удалить токен устройства, с которого отправлен запрос",
+            ));
+        }
+        let deleted = self
+            .store
+            .delete_token(device)
+            .map_err(|e| Failure::internal("deleting a device token", e))?;
+        self.reload()?;
+        if deleted {
+            Ok(())
+        } else {
+            Err(Failure::not_found("Token not found", "Токен не найден"))
+        }
+    }
+
+    /// Replaces the caller's token; the old one stops working at once.
+    pub fn refresh(&self, caller: &Caller) -> Outcome<Issued> {
+        let secret = random_token();
+        let replaced = self
+            .store
+            .replace_token(&self.stored_token(&caller.device, &secret))
+            .map_err(|e| Failure::internal("refreshing a device token", e))?;
+        self.reload()?;
+        if !replaced {
+            return Err(Failure::not_found("Token not found", "Токен не найден"));
+        }
+        Ok(Issued {
+            secret,
+            device: caller.device.clone(),
+        })
+    }
+
+    pub fn recovery_key_status(&self) -> Outcome<RecoveryKeyStatus> {
+        let key = self
+            .store
+            .key(KeyKind::Recovery)
+            .map_err(|e| Failure::internal("reading the recovery key", e))?;
+        Ok(match key {
+            None => RecoveryKeyStatus {
+                exists: false,
+                valid: false,
+                created_at: None,
+                expires_at: None,
+                uses_left: None,
+            },
+            Some(key) => RecoveryKeyStatus {
+                exists: true,
+                valid: self.is_usable(&key),
+                created_at: Some(key.created_at),
+                expires_at: key.expires_at,
+                uses_left: key.uses_left,
+            },
+        })
+    }
+
+    /// Makes a new recovery key (replacing any old one) and returns its words.
+    pub fn new_recovery_key(
+        &self,
+        expires_at: Option<DateTime<Utc>>,
+        uses: Option<i64>,
+    ) -> Outcome<String> {
+        let now = self.clock.now();
+        if expires_at.is_some_and(|at| at <= now) {
+            return Err(Failure::bad_input(
+                "Expiration date must be in the future",
+                "Срок действия должен быть в будущем",
+            ));
+        }
+        if uses.is_some_and(|n| n <= 0) {
+            return Err(Failure::bad_input(
+                "Number of uses must be greater than 0",
+                "Число использований должно быть больше нуля",
+            ));
+        }
+        self.new_key(KeyKind::Recovery, RECOVERY_KEY_BYTES, expires_at, uses)
+    }
+
+    /// Trades the recovery key's words for a token for a new device.
+    pub fn use_recovery_key(&self, words: &str, device_name: &str) -> Outcome<Issued> {
+        let key = self.matching_key(KeyKind::Recovery, words)?;
+        let spend = KeySpend::SetUsesLeft(key.uses_left.map(|n| n - 1));
+        self.spend_key(KeyKind::Recovery, spend, device_name)
+    }
+
+    pub fn new_device_key(&self) -> Outcome<String> {
+        let expires = self.clock.now() + NEW_DEVICE_KEY_TTL;
+        self.new_key(KeyKind::NewDevice, NEW_DEVICE_KEY_BYTES, Some(expires), Some(1))
+    }
+
+    pub fn invalidate_new_device_key(&self) -> Outcome<()> {
+        let deleted = self
+            .store
+            .delete_key(KeyKind::NewDevice)
+            .map_err(|e| Failure::internal("deleting the new device key", e))?;
+        if deleted {
+            Ok(())
+        } else {
+            Err(Failure::not_found(
+                "No new device key found",
+                "Ключ для нового устройства не найден",
+            ))
+        }
+    }
+
+    pub fn use_new_device_key(&self, words: &str, device_name: &str) -> Outcome<Issued> {
+        self.matching_key(KeyKind::NewDevice, words)?;
+        self.spend_key(KeyKind::NewDevice, KeySpend::Delete, device_name)
+    }
+
+    fn new_key(
+        &self,
+        kind: KeyKind,
+        bytes: usize,
+        expires_at: Option<DateTime<Utc>>,
+        uses_left: Option<i64>,
+    ) -> Outcome<String> {
+        let mut entropy = vec![0u8; bytes];
+        rand::fill(entropy.as_mut_slice());
+        let mnemonic = bip39::Mnemonic::from_entropy(&entropy)
+            .map_err(|e| Failure::internal("making a mnemonic key", e))?;
+        let key = StoredKey {
+            hash: hash(&entropy),
+            created_at: self.clock.now(),
+            expires_at,
+            uses_left,
+        };
+        self.store
+            .put_key(kind, &key)
+            .map_err(|e| Failure::internal("saving a key", e))?;
+        Ok(mnemonic.to_string())
+    }
+
+    fn is_usable(&self, key: &StoredKey) -> bool {
+        let now = self.clock.now();
+        key.expires_at.is_none_or(|at| at > now) && key.uses_left.is_none_or(|n| n > 0)
+    }
+
+    /// The stored key, if `words` are its mnemonic and it may still be used.
+    fn matching_key(&self, kind: KeyKind, words: &str) -> Outcome<StoredKey> {
+        let not_found = || match kind {
+            KeyKind::Recovery => {
+                Failure::not_found("Recovery key not found", "Ключ восстановления не найден")
+            }
+            KeyKind::NewDevice => Failure::not_found(
+                "New device key not found",
+                "Ключ для нового устройства не найден",
+            ),
+        };
+        let key = self
+            .store
+            .key(kind)
+            .map_err(|e| Failure::internal("reading a key", e))?
+            .ok_or_else(not_found)?;
+        let normalized = words
+            .split_whitespace()
+            .map(str::to_lowercase)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let entropy = bip39::Mnemonic::parse_normalized(&normalized)
+            .map_err(|_| not_found())?
+            .to_entropy();
+        let matches = bool::from(key.hash.ct_eq(&hash(&entropy)));
+        if matches && self.is_usable(&key) {
+            Ok(key)
+        } else {
+            Err(not_found())
+        }
+    }
+
+    fn spend_key(&self, kind: KeyKind, spend: KeySpend, device_name: &str) -> Outcome<Issued> {
+        let secret = random_token();
+        let device = self.unique_device_name(device_name);
+        self.store
+            .spend_key_for_token(kind, spend, &self.stored_token(&device, &secret))
+            .map_err(|e| Failure::internal("issuing a device token", e))?;
+        self.reload()?;
+        Ok(Issued { secret, device })
+    }
+
+    fn stored_token(&self, device: &str, secret: &str) -> StoredToken {
+        StoredToken {
+            name: device.to_owned(),
+            hash: hash(secret.as_bytes()),
+            created_at: self.clock.now(),
+        }
+    }
+
+    /// Device names as the Python API stores them, made unique by appending
+    /// random digits.
+    fn unique_device_name(&self, requested: &str) -> String {
+        let mut name = sanitize_device_name(requested);
+        let devices = self.devices();
+        while devices.iter().any(|d| d.name == name) {
+            name.push(char::from(b'0' + rand::random_range(0..10u8)));
+        }
+        name
+    }
+}
+
+/// Letters and digits stay, everything else becomes `_`; nothing at all
+/// becomes "Unknown device" (the Python API's rules, which the app shows).
+pub fn sanitize_device_name(name: &str) -> String {
+    if name.is_empty() {
+        return "Unknown device".to_owned();
+    }
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+fn hash(bytes: &[u8]) -> Hash {
+    Sha256::digest(bytes).into()
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; TOKEN_BYTES];
+    rand::fill(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Slows down clients that keep presenting wrong tokens or keys. Beyond a
+/// few free failures, each further attempt from that client waits for its
+/// own slot, spaced ever wider apart, so parallel guessing gains nothing.
+pub struct AuthThrottle {
+    clients: Mutex<HashMap<String, ClientFailures>>,
+}
+
+struct ClientFailures {
+    count: u32,
+    last_failure: std::time::Instant,
+    next_slot: std::time::Instant,
+}
+
+impl AuthThrottle {
+    const FREE_FAILURES: u32 = 5;
+    const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+    const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(8);
+    const MAX_CLIENTS: usize = 10_000;
+
+    pub fn new() -> Self {
+        AuthThrottle {
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn delay_after(count: u32) -> std::time::Duration {
+        let excess = count.saturating_sub(Self::FREE_FAILURES).min(16);
+        if excess == 0 {
+            return std::time::Duration::ZERO;
+        }
+        (std::time::Duration::from_millis(250) * 2u32.pow(excess)).min(Self::MAX_DELAY)
+    }
+
+    /// How long this client must wait before its next attempt is checked.
+    pub fn reserve(&self, client: &str) -> std::time::Duration {
+        let now = std::time::Instant::now();
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = clients.get_mut(client) else {
+            return std::time::Duration::ZERO;
+        };
+        if now.duration_since(entry.last_failure) > Self::FORGET_AFTER {
+            clients.remove(client);
+            return std::time::Duration::ZERO;
+        }
+        let delay = Self::delay_after(entry.count);
+        if delay.is_zero() {
+            return delay;
+        }
+        let slot = entry.next_slot.max(now);
+        entry.next_slot = slot + delay;
+        slot - now + delay
+    }
+
+    pub fn record_failure(&self, client: &str) {
+        let now = std::time::Instant::now();
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if clients.len() >= Self::MAX_CLIENTS && !clients.contains_key(client) {
+            clients.retain(|_, f| now.duration_since(f.last_failure) <= Self::FORGET_AFTER);
+        }
+        let entry = clients
+            .entry(client.to_owned())
+            .or_insert(ClientFailures {
+                count: 0,
+                last_failure: now,
+                next_slot: now,
+            });
+        entry.count = entry.count.saturating_add(1);
+        entry.last_failure = now;
+        if entry.count > Self::FREE_FAILURES {
+            tracing::warn!(client, failures = entry.count, "repeated authentication failures");
+        }
+    }
+}
+
+impl Default for AuthThrottle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> (TokenService, Arc<Clock>) {
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        let clock = Arc::new(Clock::default());
+        (TokenService::load(store, clock.clone()).unwrap(), clock)
+    }
+
+    #[test]
+    fn device_names_follow_the_python_rules() {
+        assert_eq!(sanitize_device_name("My Phone!"), "My_Phone_");
+        assert_eq!(sanitize_device_name(""), "Unknown device");
+        assert_eq!(sanitize_device_name("Пиксель7"), "_______7");
+        let (tokens, _) = service();
+        let a = tokens.create_token("phone").unwrap();
+        let b = tokens.create_token("phone").unwrap();
+        assert_eq!(a.device, "phone");
+        assert!(b.device.starts_with("phone") && b.device.len() == 6);
+    }
+
+    #[test]
+    fn tokens_are_long_random_and_checked() {
+        let (tokens, _) = service();
+        let issued = tokens.create_token("laptop").unwrap();
+        assert!(issued.secret.len() >= 43);
+        assert_eq!(
+            tokens.authenticate(&issued.secret),
+            Some(Caller {
+                device: "laptop".into()
+            })
+        );
+        assert_eq!(tokens.authenticate("nope"), None);
+        let refreshed = tokens
+            .refresh(&Caller {
+                device: "laptop".into(),
+            })
+            .unwrap();
+        assert_eq!(tokens.authenticate(&issued.secret), None);
+        assert!(tokens.authenticate(&refreshed.secret).is_some());
+    }
+
+    #[test]
+    fn recovery_key_counts_uses_and_expires() {
+        let (tokens, clock) = service();
+        let words = tokens
+            .new_recovery_key(Some(clock.now() + Duration::hours(1)), Some(2))
+            .unwrap();
+        assert_eq!(words.split(' ').count(), 18);
+        tokens.use_recovery_key(&words.to_uppercase(), "a").unwrap();
+        let status = tokens.recovery_key_status().unwrap();
+        assert_eq!((status.exists, status.valid, status.uses_left), (true, true, Some(1)));
+        tokens.use_recovery_key(&words, "b").unwrap();
+        let status = tokens.recovery_key_status().unwrap();
+        assert_eq!((status.exists, status.valid, status.uses_left), (true, false, Some(0)));
+        assert!(tokens.use_recovery_key(&words, "c").is_err());
+
+        let words = tokens
+            .new_recovery_key(Some(clock.now() + Duration::hours(1)), None)
+            .unwrap();
+        clock.advance(Duration::hours(2));
+        let failure = tokens.use_recovery_key(&words, "d").unwrap_err();
+        assert_eq!(failure.kind, crate::domain::error::FailureKind::NotFound);
+        assert!(!tokens.recovery_key_status().unwrap().valid);
+    }
+
+    #[test]
+    fn new_device_key_is_single_use_and_short_lived() {
+        let (tokens, clock) = service();
+        let words = tokens.new_device_key().unwrap();
+        assert_eq!(words.split(' ').count(), 12);
+        tokens.use_new_device_key(&words, "tablet").unwrap();
+        assert!(tokens.use_new_device_key(&words, "tablet").is_err());
+        let words = tokens.new_device_key().unwrap();
+        clock.advance(Duration::minutes(11));
+        assert!(tokens.use_new_device_key(&words, "tablet").is_err());
+    }
+
+    #[test]
+    fn throttle_spaces_out_attempts_after_free_failures() {
+        let throttle = AuthThrottle::new();
+        for _ in 0..5 {
+            throttle.record_failure("1.2.3.4");
+        }
+        assert!(throttle.reserve("1.2.3.4").is_zero());
+        throttle.record_failure("1.2.3.4");
+        let first = throttle.reserve("1.2.3.4");
+        let second = throttle.reserve("1.2.3.4");
+        assert!(!first.is_zero());
+        assert!(second > first, "parallel attempts queue up");
+        assert!(throttle.reserve("5.6.7.8").is_zero());
+    }
+}

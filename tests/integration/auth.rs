@@ -1,0 +1,188 @@
+//! Who may ask what: an auth walk over the whole schema, the accepted token
+//! forms, tokens in URLs, and slowing down guessers.
+
+use crate::support::*;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const INTROSPECTION: &str = r#"{ __schema {
+  queryType { name } mutationType { name }
+  types { name kind enumValues { name }
+    inputFields { name defaultValue type { ...T } }
+    fields(includeDeprecated: true) { name type { ...T } args { name defaultValue type { ...T } } } } } }
+fragment T on __Type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } }"#;
+
+struct Types(HashMap<String, Value>);
+
+impl Types {
+    fn get(&self, name: &str) -> &Value {
+        &self.0[name]
+    }
+
+    /// A literal of this type, for required arguments.
+    fn literal(&self, ty: &Value) -> String {
+        match ty["kind"].as_str().unwrap() {
+            "NON_NULL" => self.literal(&ty["ofType"]),
+            "LIST" => "[]".into(),
+            "ENUM" => self.get(ty["name"].as_str().unwrap())["enumValues"][0]["name"]
+                .as_str()
+                .unwrap()
+                .into(),
+            "INPUT_OBJECT" => {
+                let fields = self.get(ty["name"].as_str().unwrap())["inputFields"]
+                    .as_array()
+                    .unwrap();
+                let required: Vec<String> = fields
+                    .iter()
+                    .filter(|f| f["type"]["kind"] == "NON_NULL" && f["defaultValue"].is_null())
+                    .map(|f| format!("{}: {}", f["name"].as_str().unwrap(), self.literal(&f["type"])))
+                    .collect();
+                format!("{{{}}}", required.join(", "))
+            }
+            _ => match ty["name"].as_str().unwrap() {
+                "Int" => "1".into(),
+                "Boolean" => "true".into(),
+                "JSON" => "{}".into(),
+                "DateTime" => "\"2030-01-01T00:00:00\"".into(),
+                _ => "\"x\"".into(),
+            },
+        }
+    }
+
+    /// `name(args) { __typename }` for a field.
+    fn call(&self, field: &Value) -> String {
+        let args: Vec<String> = field["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["type"]["kind"] == "NON_NULL" && a["defaultValue"].is_null())
+            .map(|a| format!("{}: {}", a["name"].as_str().unwrap(), self.literal(&a["type"])))
+            .collect();
+        let mut base = &field["type"];
+        while base["kind"] == "NON_NULL" || base["kind"] == "LIST" {
+            base = &base["ofType"];
+        }
+        let selection = match base["kind"].as_str().unwrap() {
+            "OBJECT" | "INTERFACE" | "UNION" => " { __typename }",
+            _ => "",
+        };
+        let args = if args.is_empty() { String::new() } else { format!("({})", args.join(", ")) };
+        format!("{}{args}{selection}", field["name"].as_str().unwrap())
+    }
+}
+
+fn is_unauthenticated(response: &Value) -> bool {
+    response["errors"]
+        .as_array()
+        .is_some_and(|errors| errors.iter().any(|e| e["extensions"]["code"] == "UNAUTHENTICATED"))
+}
+
+#[tokio::test]
+async fn every_field_but_the_public_ones_needs_a_token() {
+    let daemon = Daemon::start().await;
+    let schema = daemon.query(INTROSPECTION, json!({})).await;
+    assert_no_errors(&schema);
+    let types = Types(
+        schema["data"]["__schema"]["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["name"].as_str().unwrap().to_owned(), t.clone()))
+            .collect(),
+    );
+    let public = [
+        "Query.api",
+        "Api.version",
+        "Mutation.api",
+        "Mutation.useRecoveryApiKey",
+        "Mutation.authorizeWithNewDeviceApiKey",
+        "ApiMutations.useRecoveryApiKey",
+        "ApiMutations.authorizeWithNewDeviceApiKey",
+    ];
+    // (type, how to reach it)
+    let walk = [
+        ("Query", "query { %s }"),
+        ("Mutation", "mutation { %s }"),
+        ("Api", "query { api { %s } }"),
+        ("ApiMutations", "mutation { api { %s } }"),
+    ];
+    let mut checked = 0;
+    for (type_name, template) in walk {
+        for field in types.get(type_name)["fields"].as_array().unwrap() {
+            let name = format!("{type_name}.{}", field["name"].as_str().unwrap());
+            if name == "Query.api" || name == "Mutation.api" {
+                continue; // namespaces, walked through below
+            }
+            let document = template.replace("%s", &types.call(field));
+            let response = daemon.query_as(None, &document, json!({})).await;
+            let refused = is_unauthenticated(&response);
+            if public.contains(&name.as_str()) {
+                assert!(!refused, "{name} must be public: {response}");
+            } else {
+                assert!(refused, "{name} must need a token: {document} -> {response}");
+                assert!(response["data"].is_null() || response["data"].as_object().is_some_and(|d| d.values().all(Value::is_null)),
+                    "{name} leaked data: {response}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 55, "walked {checked} fields");
+
+    // Introspection is for token holders only.
+    let anonymous = daemon.query_as(None, "{ __schema { types { name } } }", json!({})).await;
+    assert!(anonymous["errors"].is_array(), "{anonymous}");
+    let wrong = daemon.query_as(Some("Bearer wrong-token"), "{ __type(name: \"Api\") { name } }", json!({})).await;
+    assert!(wrong["errors"].is_array(), "{wrong}");
+}
+
+#[tokio::test]
+async fn version_is_public_and_tokens_work_with_or_without_bearer() {
+    let daemon = Daemon::start().await;
+    let r = daemon.query_as(None, "{ api { version } }", json!({})).await;
+    assert_eq!(r["data"]["api"]["version"], "3.8.3");
+    let rest: Value = reqwest::get(format!("{}/api/version", daemon.base)).await.unwrap().json().await.unwrap();
+    assert_eq!(rest["version"], "3.8.3");
+
+    let jobs = "{ jobs { getJobs { uid } } }";
+    assert_no_errors(&daemon.query_as(Some(&format!("Bearer {}", daemon.token)), jobs, json!({})).await);
+    assert_no_errors(&daemon.query_as(Some(&daemon.token), jobs, json!({})).await);
+    assert_no_errors(&daemon.query_as(Some(&format!("bearer {}", daemon.token)), jobs, json!({})).await);
+    for wrong in [format!("Basic {}", daemon.token), "Bearer nope".into(), format!("Bearer {}x", daemon.token)] {
+        let r = daemon.query_as(Some(&wrong), jobs, json!({})).await;
+        assert!(is_unauthenticated(&r), "{wrong}: {r}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_in_the_url_is_refused() {
+    let daemon = Daemon::start().await;
+    let response = reqwest::Client::new()
+        .post(format!("{}?token={}", daemon.url, daemon.token))
+        .json(&json!({"query": "{ jobs { getJobs { uid } } }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("Authorization header"));
+}
+
+#[tokio::test]
+async fn repeated_failures_from_one_client_are_slowed_down() {
+    let daemon = Daemon::start().await;
+    let wrong = "mutation { api { authorizeWithNewDeviceApiKey(input: {key: \"abandon abandon\", deviceName: \"x\"}) { code } } }";
+    let mut last = Duration::ZERO;
+    for _ in 0..8 {
+        let started = Instant::now();
+        let r = daemon.query_as(None, wrong, json!({})).await;
+        assert_eq!(r["data"]["api"]["authorizeWithNewDeviceApiKey"]["code"], 404);
+        last = started.elapsed();
+    }
+    // Five free failures, then 0.5 s, 1 s, 2 s...: the eighth waits >= 1 s.
+    assert!(last >= Duration::from_millis(900), "eighth attempt took {last:?}");
+    // Wrong tokens count too, and slow that client's token checks.
+    let started = Instant::now();
+    let r = daemon.query_as(Some("Bearer guess"), "{ api { version } }", json!({})).await;
+    assert_eq!(r["data"]["api"]["version"], "3.8.3");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}

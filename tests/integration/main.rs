@@ -1,0 +1,12 @@
+//! Black-box tests: the real `selfprivacy-api` binary, real HTTP and
+//! websocket clients, a real SQLite file in a temporary state directory.
+//! One test binary (each file in tests/ would link separately).
+
+mod support;
+
+mod auth;
+mod jobs;
+mod limits;
+mod schema;
+mod tokens;
+mod websockets;

@@ -1,0 +1,192 @@
+//! Starting and talking to a daemon under test.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_selfprivacy-api");
+
+/// A daemon on a free port with its own state directory; killed on drop.
+pub struct Daemon {
+    pub url: String,
+    pub base: String,
+    pub state_dir: tempfile::TempDir,
+    pub token: String,
+    pub child: Option<Child>,
+    port: u16,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `selfprivacy-api <args> --state-dir DIR`, returning stdout.
+pub fn cli(state_dir: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Daemon {
+    pub async fn start() -> Daemon {
+        let state_dir = tempfile::tempdir().unwrap();
+        let (ok, token, err) = cli(state_dir.path(), &["token", "new", "--device", "tests"], None);
+        assert!(ok, "token new failed: {err}");
+        let mut daemon = Daemon {
+            url: String::new(),
+            base: String::new(),
+            state_dir,
+            token: token.trim().to_owned(),
+            child: None,
+            port: 0,
+        };
+        daemon.launch().await;
+        daemon
+    }
+
+    pub fn hooks_socket(&self) -> PathBuf {
+        self.state_dir.path().join("test-hooks.sock")
+    }
+
+    /// Starts (or restarts) the daemon process on a fresh port.
+    pub async fn launch(&mut self) {
+        for _attempt in 0..5 {
+            self.port = free_port();
+            let child = Command::new(BIN)
+                .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
+                .arg("--state-dir")
+                .arg(self.state_dir.path())
+                .arg("--test-hooks-socket")
+                .arg(self.hooks_socket())
+                .arg("--config")
+                .arg("/dev/null")
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            self.child = Some(child);
+            self.base = format!("http://127.0.0.1:{}", self.port);
+            self.url = format!("{}/graphql", self.base);
+            if self.wait_ready().await {
+                return;
+            }
+            self.kill();
+        }
+        panic!("the daemon did not start");
+    }
+
+    async fn wait_ready(&mut self) -> bool {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                eprintln!("daemon exited early: {status}");
+                return false;
+            }
+            if client
+                .get(format!("{}/api/version", self.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A query with the test device's token.
+    pub async fn query(&self, query: &str, variables: Value) -> Value {
+        self.query_as(Some(&format!("Bearer {}", self.token)), query, variables)
+            .await
+    }
+
+    /// A query with the given `Authorization` header value (or none).
+    pub async fn query_as(&self, authorization: Option<&str>, query: &str, variables: Value) -> Value {
+        post(&self.url, authorization, &[], query, variables).await
+    }
+
+    /// A test hook command (test scaffolding in the daemon).
+    pub fn hook(&self, command: &str) {
+        let mut stream = UnixStream::connect(self.hooks_socket()).unwrap();
+        stream.write_all(format!("{command}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer).unwrap();
+        assert_eq!(answer.trim(), "ok", "hook {command}");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub async fn post(
+    url: &str,
+    authorization: Option<&str>,
+    headers: &[(&str, &str)],
+    query: &str,
+    variables: Value,
+) -> Value {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(value) = authorization {
+        request = request.header("Authorization", value);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    serde_json::from_str(&body).unwrap_or_else(|_| panic!("HTTP {status}: {body}"))
+}
+
+/// The `code` extension of the response's first error, if any.
+pub fn error_code(response: &Value) -> Option<String> {
+    response["errors"][0]["extensions"]["code"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+pub fn assert_no_errors(response: &Value) {
+    assert!(
+        response.get("errors").is_none(),
+        "unexpected errors: {response}"
+    );
+}

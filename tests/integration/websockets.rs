@@ -1,0 +1,143 @@
+//! Subscriptions over both websocket protocols, with real clients.
+
+use crate::jobs::start_test_job;
+use crate::support::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(daemon: &Daemon, protocol: &str, authorization: Option<&str>) -> Socket {
+    let mut request = daemon.url.replace("http://", "ws://").into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+    if let Some(value) = authorization {
+        request.headers_mut().insert("Authorization", value.parse().unwrap());
+    }
+    let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], protocol);
+    socket
+}
+
+async fn send(socket: &mut Socket, message: Value) {
+    socket.send(Message::Text(message.to_string().into())).await.unwrap();
+}
+
+/// The next JSON message, skipping keep-alives; None when the server closes.
+async fn receive(socket: &mut Socket) -> Option<Value> {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("no message within 10 s")?;
+        match message.ok()? {
+            Message::Text(text) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] != "ka" {
+                    return Some(value);
+                }
+            }
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+const JOB_UPDATES: &str = "subscription { jobUpdates { uid typeId status progress statusText } }";
+
+/// Reads job lists until the test job has finished; returns every list.
+async fn follow_test_job(socket: &mut Socket, data_type: &str) -> Vec<Value> {
+    let mut lists = Vec::new();
+    loop {
+        let message = receive(socket).await.expect("the server closed the socket");
+        assert_eq!(message["type"], data_type, "{message}");
+        let list = message["payload"]["data"]["jobUpdates"].clone();
+        let finished = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["typeId"] == "test.job" && j["status"] == "FINISHED");
+        lists.push(list);
+        if finished {
+            return lists;
+        }
+    }
+}
+
+fn assert_saw_the_job_run(lists: &[Value]) {
+    assert_eq!(lists[0], json!([]), "first comes the current (empty) list");
+    assert!(lists.iter().any(|l| l[0]["status"] == "RUNNING"));
+    let last = &lists.last().unwrap()[0];
+    assert_eq!((last["status"].clone(), last["progress"].clone()), (json!("FINISHED"), json!(100)));
+    assert!(lists.len() >= 4, "several updates pushed: {}", lists.len());
+}
+
+#[tokio::test]
+async fn graphql_transport_ws_pushes_job_updates_and_answers_pings() {
+    let daemon = Daemon::start().await;
+    let mut socket = connect(&daemon, "graphql-transport-ws", None).await;
+    send(&mut socket, json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {}", daemon.token)}})).await;
+    assert_eq!(receive(&mut socket).await.unwrap()["type"], "connection_ack");
+    send(&mut socket, json!({"type": "ping"})).await;
+    assert_eq!(receive(&mut socket).await.unwrap()["type"], "pong");
+
+    send(&mut socket, json!({"id": "1", "type": "subscribe", "payload": {"query": JOB_UPDATES}})).await;
+    let first = receive(&mut socket).await.unwrap();
+    assert_eq!(first["payload"]["data"]["jobUpdates"], json!([]));
+    start_test_job(&daemon).await;
+    let mut lists = vec![first["payload"]["data"]["jobUpdates"].clone()];
+    lists.extend(follow_test_job(&mut socket, "next").await);
+    assert_saw_the_job_run(&lists);
+
+    // Queries work over the socket too, with the connection's token.
+    send(&mut socket, json!({"id": "2", "type": "subscribe", "payload": {"query": "{ api { devices { name isCaller } } }"}})).await;
+    let answer = receive(&mut socket).await.unwrap();
+    assert_eq!(answer["id"], "2");
+    assert_eq!(answer["payload"]["data"]["api"]["devices"][0]["isCaller"], true, "{answer}");
+}
+
+#[tokio::test]
+async fn legacy_graphql_ws_pushes_job_updates_with_the_token_in_the_upgrade_request() {
+    let daemon = Daemon::start().await;
+    let mut socket = connect(&daemon, "graphql-ws", Some(&format!("Bearer {}", daemon.token))).await;
+    send(&mut socket, json!({"type": "connection_init", "payload": {}})).await;
+    assert_eq!(receive(&mut socket).await.unwrap()["type"], "connection_ack");
+    send(&mut socket, json!({"id": "1", "type": "start", "payload": {"query": JOB_UPDATES}})).await;
+    let first = receive(&mut socket).await.unwrap();
+    assert_eq!(first["type"], "data");
+    start_test_job(&daemon).await;
+    let mut lists = vec![first["payload"]["data"]["jobUpdates"].clone()];
+    lists.extend(follow_test_job(&mut socket, "data").await);
+    assert_saw_the_job_run(&lists);
+    send(&mut socket, json!({"id": "1", "type": "stop"})).await;
+}
+
+#[tokio::test]
+async fn a_subscription_without_a_token_is_refused_on_both_protocols() {
+    let daemon = Daemon::start().await;
+    for (protocol, start) in [("graphql-transport-ws", "subscribe"), ("graphql-ws", "start")] {
+        let mut socket = connect(&daemon, protocol, None).await;
+        send(&mut socket, json!({"type": "connection_init", "payload": {}})).await;
+        assert_eq!(receive(&mut socket).await.unwrap()["type"], "connection_ack");
+        send(&mut socket, json!({"id": "1", "type": start, "payload": {"query": JOB_UPDATES}})).await;
+        let answer = receive(&mut socket).await.unwrap();
+        let text = answer.to_string();
+        assert!(text.contains("UNAUTHENTICATED"), "{protocol}: {answer}");
+        assert!(!text.contains("\"jobUpdates\":["), "{protocol}: no data: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_token_in_connection_init_closes_the_connection() {
+    let daemon = Daemon::start().await;
+    let mut socket = connect(&daemon, "graphql-transport-ws", None).await;
+    send(&mut socket, json!({"type": "connection_init", "payload": {"Authorization": "Bearer wrong"}})).await;
+    let answer = receive(&mut socket).await;
+    assert!(answer.is_none() || answer.as_ref().is_some_and(|a| a["type"] != "connection_ack"), "{answer:?}");
+
+    let mut request = daemon.url.replace("http://", "ws://").into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-ws".parse().unwrap());
+    request.headers_mut().insert("Authorization", "Bearer wrong".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(request).await.is_err(), "upgrade refused");
+}
