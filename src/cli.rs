@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser, Debug)]
-#[command(name = "selfprivacy-api", version, about = "The SelfPrivacy server API daemon")]
+#[command(
+    name = "selfprivacy-api",
+    version,
+    about = "The SelfPrivacy server API daemon"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub settings: Settings,

@@ -25,7 +25,11 @@ pub fn spawn(path: PathBuf, app: Arc<App>) -> anyhow::Result<()> {
                 let mut lines = BufReader::new(read).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     let answer = handle(&app, &line);
-                    if write.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
+                    if write
+                        .write_all(format!("{answer}\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }

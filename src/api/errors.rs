@@ -60,13 +60,11 @@ pub fn say(ctx: &Context<'_>, en: &str, ru: &str) -> String {
 /// A field whose capability this server does not provide yet. Never fake
 /// data: the app gets an error that names what is missing.
 pub fn unavailable(capability: &str) -> async_graphql::Error {
-    async_graphql::Error::new(format!(
-        "{capability} is not available on this server yet"
-    ))
-    .extend_with(|_, e| {
-        e.set("code", "UNAVAILABLE");
-        e.set("capability", capability);
-    })
+    async_graphql::Error::new(format!("{capability} is not available on this server yet"))
+        .extend_with(|_, e| {
+            e.set("code", "UNAVAILABLE");
+            e.set("capability", capability);
+        })
 }
 
 /// The error a field gives when the request carries no valid token.

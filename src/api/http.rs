@@ -99,9 +99,11 @@ fn spawn_housekeeping(app: Arc<App>) {
 /// outright rather than ignored.
 async fn refuse_token_in_url(request: Request, next: Next) -> Response {
     let has_token = request.uri().query().is_some_and(|query| {
-        query
-            .split('&')
-            .any(|pair| pair.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("token")))
+        query.split('&').any(|pair| {
+            pair.split('=')
+                .next()
+                .is_some_and(|k| k.eq_ignore_ascii_case("token"))
+        })
     });
     if has_token {
         return (
@@ -158,7 +160,11 @@ fn token_from_authorization(value: &str) -> Option<&str> {
 
 /// Checks a presented token, waiting first if this client has failed too
 /// often. `Err` means a token was presented and is wrong.
-async fn check_token(app: &App, client: &ClientId, token: Option<&str>) -> Result<Option<Caller>, ()> {
+async fn check_token(
+    app: &App,
+    client: &ClientId,
+    token: Option<&str>,
+) -> Result<Option<Caller>, ()> {
     let Some(token) = token else {
         return Ok(None);
     };

@@ -36,5 +36,5 @@ pub fn build_schema(app: Option<Arc<App>>) -> ApiSchema {
 
 /// The SDL checked in as `schema.graphql`.
 pub fn export_sdl() -> String {
-    build_schema(None).sdl_with_options(SDLExportOptions::new())
+    build_schema(None).sdl_with_options(SDLExportOptions::new().include_specified_by())
 }

@@ -50,11 +50,18 @@ pub struct TestMutationRoot;
 impl TestMutationRoot {
     /// Starts a short job that walks from 0 to 100 %: a live check that
     /// jobs and `jobUpdates` reach the app (as in the Python API).
-    async fn test_mutation(&self, ctx: &Context<'_>) -> async_graphql::Result<GenericMutationReturn> {
+    async fn test_mutation(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<GenericMutationReturn> {
         caller(ctx)?;
         let outcome = run_test_job(app(ctx).jobs.clone());
         Ok(match outcome {
-            Ok(_) => Status::ok(200, say(ctx, "Test job started", "Тестовая задача запущена")).into(),
+            Ok(_) => Status::ok(
+                200,
+                say(ctx, "Test job started", "Тестовая задача запущена"),
+            )
+            .into(),
             Err(failure) => Status::failed(&failure, super::errors::locale(ctx)).into(),
         })
     }
@@ -77,7 +84,9 @@ impl Subscription {
         let updates = BroadcastStream::new(jobs.subscribe());
         let current = jobs.list();
         let render = move |list: &[crate::domain::jobs::Job]| {
-            list.iter().map(|j| ApiJob::from_job(j, locale)).collect::<Vec<_>>()
+            list.iter()
+                .map(|j| ApiJob::from_job(j, locale))
+                .collect::<Vec<_>>()
         };
         let first = render(&current);
         let rest = updates.filter_map(move |update| {
@@ -93,7 +102,10 @@ impl Subscription {
 
     /// Counts from 0 to 4, one number every half second: a connectivity
     /// check for subscriptions, as in the Python API.
-    async fn count(&self, ctx: &Context<'_>) -> async_graphql::Result<impl Stream<Item = i32> + use<>> {
+    async fn count(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = i32> + use<>> {
         caller(ctx)?;
         Ok(stream::iter(0..5).then(|n| async move {
             if n > 0 {

@@ -3,15 +3,14 @@
 use async_graphql::{InputValueError, InputValueResult, Scalar, ScalarType, Value};
 use chrono::{NaiveDateTime, Utc};
 
-/// Date with time (isoformat)
-///
-/// Sent as ISO 8601 with microseconds and an explicit UTC offset
+// Sent as ISO 8601 with microseconds and an explicit UTC offset
 /// (`2026-11-22T10:00:00.123456+00:00`), which the app's `DateTime.parse`
-/// reads unambiguously. Accepted with an offset or, as the Python API
-/// accepted it, naive (then taken as UTC).
+// reads unambiguously. Accepted with an offset or, as the Python API
+// accepted it, naive (then taken as UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DateTime(pub chrono::DateTime<Utc>);
 
+/// Date with time (isoformat)
 #[Scalar(name = "DateTime")]
 impl ScalarType for DateTime {
     fn parse(value: Value) -> InputValueResult<Self> {
@@ -41,10 +40,11 @@ impl From<chrono::DateTime<Utc>> for DateTime {
     }
 }
 
-/// The `JSON` scalar type represents JSON values as specified by [ECMA-404](https://ecma-international.org/wp-content/uploads/ECMA-404_2nd_edition_december_2017.pdf).
+// Any JSON value (service configuration maps).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Json(pub serde_json::Value);
 
+/// The `JSON` scalar type represents JSON values as specified by [ECMA-404](https://ecma-international.org/wp-content/uploads/ECMA-404_2nd_edition_december_2017.pdf).
 #[Scalar(
     name = "JSON",
     specified_by_url = "https://ecma-international.org/wp-content/uploads/ECMA-404_2nd_edition_december_2017.pdf"
@@ -74,7 +74,10 @@ mod tests {
             Value::String("2026-01-02T03:04:05.500000+00:00".into())
         );
         let offset = DateTime::parse(Value::String("2026-01-02T06:04:05+03:00".into())).unwrap();
-        assert_eq!(offset.0, chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap());
+        assert_eq!(
+            offset.0,
+            chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap()
+        );
         assert!(DateTime::parse(Value::String("tomorrow".into())).is_err());
     }
 }

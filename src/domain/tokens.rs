@@ -7,7 +7,7 @@
 
 use super::clock::Clock;
 use super::error::{Failure, Outcome};
-use crate::state::{Hash, KeyKind, KeySpend, StoredKey, StoredToken, Store};
+use crate::state::{Hash, KeyKind, KeySpend, Store, StoredKey, StoredToken};
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest, Sha256};
@@ -140,8 +140,7 @@ impl TokenService {
     /// Stores a token that provisioning tools or a migration bring along.
     pub fn import_token(&self, device_name: &str, token: &str) -> Outcome<Issued> {
         let token = token.trim();
-        if token.len() < 32 || token.len() > 512 || !token.bytes().all(|b| b.is_ascii_graphic())
-        {
+        if token.len() < 32 || token.len() > 512 || !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(Failure::bad_input(
                 "A token must be 32 to 512 visible ASCII characters",
                 "Токен должен состоять из 32–512 видимых символов ASCII",
@@ -260,7 +259,12 @@ impl TokenService {
 
     pub fn new_device_key(&self) -> Outcome<String> {
         let expires = self.clock.now() + NEW_DEVICE_KEY_TTL;
-        self.new_key(KeyKind::NewDevice, NEW_DEVICE_KEY_BYTES, Some(expires), Some(1))
+        self.new_key(
+            KeyKind::NewDevice,
+            NEW_DEVICE_KEY_BYTES,
+            Some(expires),
+            Some(1),
+        )
     }
 
     pub fn invalidate_new_device_key(&self) -> Outcome<()> {
@@ -453,17 +457,19 @@ impl AuthThrottle {
         if clients.len() >= Self::MAX_CLIENTS && !clients.contains_key(client) {
             clients.retain(|_, f| now.duration_since(f.last_failure) <= Self::FORGET_AFTER);
         }
-        let entry = clients
-            .entry(client.to_owned())
-            .or_insert(ClientFailures {
-                count: 0,
-                last_failure: now,
-                next_slot: now,
-            });
+        let entry = clients.entry(client.to_owned()).or_insert(ClientFailures {
+            count: 0,
+            last_failure: now,
+            next_slot: now,
+        });
         entry.count = entry.count.saturating_add(1);
         entry.last_failure = now;
         if entry.count > Self::FREE_FAILURES {
-            tracing::warn!(client, failures = entry.count, "repeated authentication failures");
+            tracing::warn!(
+                client,
+                failures = entry.count,
+                "repeated authentication failures"
+            );
         }
     }
 }
@@ -526,10 +532,16 @@ mod tests {
         assert_eq!(words.split(' ').count(), 18);
         tokens.use_recovery_key(&words.to_uppercase(), "a").unwrap();
         let status = tokens.recovery_key_status().unwrap();
-        assert_eq!((status.exists, status.valid, status.uses_left), (true, true, Some(1)));
+        assert_eq!(
+            (status.exists, status.valid, status.uses_left),
+            (true, true, Some(1))
+        );
         tokens.use_recovery_key(&words, "b").unwrap();
         let status = tokens.recovery_key_status().unwrap();
-        assert_eq!((status.exists, status.valid, status.uses_left), (true, false, Some(0)));
+        assert_eq!(
+            (status.exists, status.valid, status.uses_left),
+            (true, false, Some(0))
+        );
         assert!(tokens.use_recovery_key(&words, "c").is_err());
 
         let words = tokens

@@ -71,7 +71,11 @@ impl Store {
     pub fn insert_token(&self, token: &StoredToken) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO device_tokens (name, token_hash, created_at) VALUES (?1, ?2, ?3)",
-            params![token.name, token.hash.as_slice(), to_micros(token.created_at)],
+            params![
+                token.name,
+                token.hash.as_slice(),
+                to_micros(token.created_at)
+            ],
         )?;
         Ok(())
     }
@@ -80,7 +84,11 @@ impl Store {
     pub fn replace_token(&self, token: &StoredToken) -> Result<bool, StoreError> {
         let changed = self.conn().execute(
             "UPDATE device_tokens SET token_hash = ?2, created_at = ?3 WHERE name = ?1",
-            params![token.name, token.hash.as_slice(), to_micros(token.created_at)],
+            params![
+                token.name,
+                token.hash.as_slice(),
+                to_micros(token.created_at)
+            ],
         )?;
         Ok(changed == 1)
     }
@@ -127,9 +135,10 @@ impl Store {
     }
 
     pub fn delete_key(&self, kind: KeyKind) -> Result<bool, StoreError> {
-        let changed = self
-            .conn()
-            .execute("DELETE FROM api_keys WHERE kind = ?1", params![kind.as_str()])?;
+        let changed = self.conn().execute(
+            "DELETE FROM api_keys WHERE kind = ?1",
+            params![kind.as_str()],
+        )?;
         Ok(changed == 1)
     }
 
@@ -145,7 +154,10 @@ impl Store {
         let tx = conn.transaction()?;
         match spend {
             KeySpend::Delete => {
-                tx.execute("DELETE FROM api_keys WHERE kind = ?1", params![kind.as_str()])?;
+                tx.execute(
+                    "DELETE FROM api_keys WHERE kind = ?1",
+                    params![kind.as_str()],
+                )?;
             }
             KeySpend::SetUsesLeft(uses_left) => {
                 tx.execute(
@@ -156,7 +168,11 @@ impl Store {
         }
         tx.execute(
             "INSERT INTO device_tokens (name, token_hash, created_at) VALUES (?1, ?2, ?3)",
-            params![token.name, token.hash.as_slice(), to_micros(token.created_at)],
+            params![
+                token.name,
+                token.hash.as_slice(),
+                to_micros(token.created_at)
+            ],
         )?;
         tx.commit()?;
         Ok(())

@@ -36,7 +36,13 @@ impl Types {
                 let required: Vec<String> = fields
                     .iter()
                     .filter(|f| f["type"]["kind"] == "NON_NULL" && f["defaultValue"].is_null())
-                    .map(|f| format!("{}: {}", f["name"].as_str().unwrap(), self.literal(&f["type"])))
+                    .map(|f| {
+                        format!(
+                            "{}: {}",
+                            f["name"].as_str().unwrap(),
+                            self.literal(&f["type"])
+                        )
+                    })
                     .collect();
                 format!("{{{}}}", required.join(", "))
             }
@@ -57,7 +63,13 @@ impl Types {
             .unwrap()
             .iter()
             .filter(|a| a["type"]["kind"] == "NON_NULL" && a["defaultValue"].is_null())
-            .map(|a| format!("{}: {}", a["name"].as_str().unwrap(), self.literal(&a["type"])))
+            .map(|a| {
+                format!(
+                    "{}: {}",
+                    a["name"].as_str().unwrap(),
+                    self.literal(&a["type"])
+                )
+            })
             .collect();
         let mut base = &field["type"];
         while base["kind"] == "NON_NULL" || base["kind"] == "LIST" {
@@ -67,15 +79,21 @@ impl Types {
             "OBJECT" | "INTERFACE" | "UNION" => " { __typename }",
             _ => "",
         };
-        let args = if args.is_empty() { String::new() } else { format!("({})", args.join(", ")) };
+        let args = if args.is_empty() {
+            String::new()
+        } else {
+            format!("({})", args.join(", "))
+        };
         format!("{}{args}{selection}", field["name"].as_str().unwrap())
     }
 }
 
 fn is_unauthenticated(response: &Value) -> bool {
-    response["errors"]
-        .as_array()
-        .is_some_and(|errors| errors.iter().any(|e| e["extensions"]["code"] == "UNAUTHENTICATED"))
+    response["errors"].as_array().is_some_and(|errors| {
+        errors
+            .iter()
+            .any(|e| e["extensions"]["code"] == "UNAUTHENTICATED")
+    })
 }
 
 #[tokio::test]
@@ -120,9 +138,17 @@ async fn every_field_but_the_public_ones_needs_a_token() {
             if public.contains(&name.as_str()) {
                 assert!(!refused, "{name} must be public: {response}");
             } else {
-                assert!(refused, "{name} must need a token: {document} -> {response}");
-                assert!(response["data"].is_null() || response["data"].as_object().is_some_and(|d| d.values().all(Value::is_null)),
-                    "{name} leaked data: {response}");
+                assert!(
+                    refused,
+                    "{name} must need a token: {document} -> {response}"
+                );
+                assert!(
+                    response["data"].is_null()
+                        || response["data"]
+                            .as_object()
+                            .is_some_and(|d| d.values().all(Value::is_null)),
+                    "{name} leaked data: {response}"
+                );
             }
             checked += 1;
         }
@@ -130,25 +156,52 @@ async fn every_field_but_the_public_ones_needs_a_token() {
     assert!(checked > 55, "walked {checked} fields");
 
     // Introspection is for token holders only.
-    let anonymous = daemon.query_as(None, "{ __schema { types { name } } }", json!({})).await;
+    let anonymous = daemon
+        .query_as(None, "{ __schema { types { name } } }", json!({}))
+        .await;
     assert!(anonymous["errors"].is_array(), "{anonymous}");
-    let wrong = daemon.query_as(Some("Bearer wrong-token"), "{ __type(name: \"Api\") { name } }", json!({})).await;
+    let wrong = daemon
+        .query_as(
+            Some("Bearer wrong-token"),
+            "{ __type(name: \"Api\") { name } }",
+            json!({}),
+        )
+        .await;
     assert!(wrong["errors"].is_array(), "{wrong}");
 }
 
 #[tokio::test]
 async fn version_is_public_and_tokens_work_with_or_without_bearer() {
     let daemon = Daemon::start().await;
-    let r = daemon.query_as(None, "{ api { version } }", json!({})).await;
+    let r = daemon
+        .query_as(None, "{ api { version } }", json!({}))
+        .await;
     assert_eq!(r["data"]["api"]["version"], "3.8.3");
-    let rest: Value = reqwest::get(format!("{}/api/version", daemon.base)).await.unwrap().json().await.unwrap();
+    let rest: Value = reqwest::get(format!("{}/api/version", daemon.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(rest["version"], "3.8.3");
 
     let jobs = "{ jobs { getJobs { uid } } }";
-    assert_no_errors(&daemon.query_as(Some(&format!("Bearer {}", daemon.token)), jobs, json!({})).await);
+    assert_no_errors(
+        &daemon
+            .query_as(Some(&format!("Bearer {}", daemon.token)), jobs, json!({}))
+            .await,
+    );
     assert_no_errors(&daemon.query_as(Some(&daemon.token), jobs, json!({})).await);
-    assert_no_errors(&daemon.query_as(Some(&format!("bearer {}", daemon.token)), jobs, json!({})).await);
-    for wrong in [format!("Basic {}", daemon.token), "Bearer nope".into(), format!("Bearer {}x", daemon.token)] {
+    assert_no_errors(
+        &daemon
+            .query_as(Some(&format!("bearer {}", daemon.token)), jobs, json!({}))
+            .await,
+    );
+    for wrong in [
+        format!("Basic {}", daemon.token),
+        "Bearer nope".into(),
+        format!("Bearer {}x", daemon.token),
+    ] {
         let r = daemon.query_as(Some(&wrong), jobs, json!({})).await;
         assert!(is_unauthenticated(&r), "{wrong}: {r}");
     }
@@ -164,7 +217,13 @@ async fn a_token_in_the_url_is_refused() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    assert!(response.text().await.unwrap().contains("Authorization header"));
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("Authorization header")
+    );
 }
 
 #[tokio::test]
@@ -175,14 +234,22 @@ async fn repeated_failures_from_one_client_are_slowed_down() {
     for _ in 0..8 {
         let started = Instant::now();
         let r = daemon.query_as(None, wrong, json!({})).await;
-        assert_eq!(r["data"]["api"]["authorizeWithNewDeviceApiKey"]["code"], 404);
+        assert_eq!(
+            r["data"]["api"]["authorizeWithNewDeviceApiKey"]["code"],
+            404
+        );
         last = started.elapsed();
     }
     // Five free failures, then 0.5 s, 1 s, 2 s...: the eighth waits >= 1 s.
-    assert!(last >= Duration::from_millis(900), "eighth attempt took {last:?}");
+    assert!(
+        last >= Duration::from_millis(900),
+        "eighth attempt took {last:?}"
+    );
     // Wrong tokens count too, and slow that client's token checks.
     let started = Instant::now();
-    let r = daemon.query_as(Some("Bearer guess"), "{ api { version } }", json!({})).await;
+    let r = daemon
+        .query_as(Some("Bearer guess"), "{ api { version } }", json!({}))
+        .await;
     assert_eq!(r["data"]["api"]["version"], "3.8.3");
     assert!(started.elapsed() >= Duration::from_millis(900));
 }

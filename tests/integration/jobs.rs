@@ -4,11 +4,15 @@ use crate::support::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-const JOB_FIELDS: &str =
-    "uid typeId name description status statusText progress createdAt updatedAt finishedAt error result";
+const JOB_FIELDS: &str = "uid typeId name description status statusText progress createdAt updatedAt finishedAt error result";
 
 pub async fn start_test_job(daemon: &Daemon) {
-    let r = daemon.query("mutation { testMutation { success message code } }", json!({})).await;
+    let r = daemon
+        .query(
+            "mutation { testMutation { success message code } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(r["data"]["testMutation"]["code"], 200, "{r}");
 }
 
@@ -44,7 +48,8 @@ async fn a_job_runs_to_the_end_can_be_read_in_two_languages_and_removed() {
     let running = wait_for_status(&daemon, "RUNNING").await;
     assert_eq!(running["typeId"], "test.job");
     // A running job cannot be removed.
-    let remove = "mutation($id: String!) { jobs { removeJob(jobId: $id) { success message code } } }";
+    let remove =
+        "mutation($id: String!) { jobs { removeJob(jobId: $id) { success message code } } }";
     let r = daemon.query(remove, json!({"id": running["uid"]})).await;
     assert_eq!(r["data"]["jobs"]["removeJob"]["code"], 409, "{r}");
 
@@ -56,19 +61,39 @@ async fn a_job_runs_to_the_end_can_be_read_in_two_languages_and_removed() {
     assert_eq!(russian[0]["name"], "Тестовая задача");
 
     let one = daemon
-        .query(&format!("query($id: String!) {{ jobs {{ getJob(jobId: $id) {{ {JOB_FIELDS} }} }} }}"), json!({"id": done["uid"]}))
+        .query(
+            &format!("query($id: String!) {{ jobs {{ getJob(jobId: $id) {{ {JOB_FIELDS} }} }} }}"),
+            json!({"id": done["uid"]}),
+        )
         .await;
     assert_eq!(one["data"]["jobs"]["getJob"]["uid"], done["uid"]);
-    let none = daemon.query("{ jobs { getJob(jobId: \"nope\") { uid } } }", json!({})).await;
+    let none = daemon
+        .query("{ jobs { getJob(jobId: \"nope\") { uid } } }", json!({}))
+        .await;
     assert!(none["data"]["jobs"]["getJob"].is_null());
 
     let r = daemon.query(remove, json!({"id": done["uid"]})).await;
     assert_eq!(r["data"]["jobs"]["removeJob"]["code"], 200);
-    let r = post(&daemon.url, Some(&format!("Bearer {}", daemon.token)), &[("Accept-Language", "ru")], remove, json!({"id": done["uid"]})).await;
+    let r = post(
+        &daemon.url,
+        Some(&format!("Bearer {}", daemon.token)),
+        &[("Accept-Language", "ru")],
+        remove,
+        json!({"id": done["uid"]}),
+    )
+    .await;
     assert_eq!(r["data"]["jobs"]["removeJob"]["code"], 404);
-    assert_eq!(r["data"]["jobs"]["removeJob"]["message"], "Задача не найдена");
+    assert_eq!(
+        r["data"]["jobs"]["removeJob"]["message"],
+        "Задача не найдена"
+    );
     // The deprecated flat twin.
-    let r = daemon.query("mutation { removeJob(jobId: \"nope\") { code message } }", json!({})).await;
+    let r = daemon
+        .query(
+            "mutation { removeJob(jobId: \"nope\") { code message } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(r["data"]["removeJob"]["code"], 404);
     assert!(jobs(&daemon, "en").await.is_empty());
 }
@@ -83,7 +108,11 @@ async fn a_job_running_when_the_daemon_dies_is_marked_interrupted() {
     let list = jobs(&daemon, "en").await;
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["status"], "ERROR");
-    assert!(list[0]["error"].as_str().unwrap().contains("Interrupted"), "{}", list[0]);
+    assert!(
+        list[0]["error"].as_str().unwrap().contains("Interrupted"),
+        "{}",
+        list[0]
+    );
     assert!(list[0]["finishedAt"].is_string());
 }
 

@@ -14,9 +14,7 @@ fn schema_graphql_matches_the_code() {
     let exported = selfprivacy_api::api::export_sdl();
     let checked_in = std::fs::read_to_string(repo_file("schema.graphql")).unwrap_or_default();
     if exported != checked_in {
-        panic!(
-            "schema.graphql is out of date: run `cargo run -- export-schema > schema.graphql`"
-        );
+        panic!("schema.graphql is out of date: run `cargo run -- export-schema > schema.graphql`");
     }
 }
 
@@ -36,7 +34,10 @@ fn contract(sdl: &str) -> BTreeMap<String, String> {
             }
             TypeKind::Object(object) => {
                 for interface in &object.implements {
-                    parts.insert(format!("{name} implements {}", interface.node), String::new());
+                    parts.insert(
+                        format!("{name} implements {}", interface.node),
+                        String::new(),
+                    );
                 }
                 for field in object.fields {
                     let field = field.node;
@@ -45,7 +46,11 @@ fn contract(sdl: &str) -> BTreeMap<String, String> {
                         let arg = arg.node;
                         parts.insert(
                             format!("{key}({})", arg.name.node),
-                            format!("{} = {:?}", arg.ty.node, arg.default_value.map(|v| v.node.to_string())),
+                            format!(
+                                "{} = {:?}",
+                                arg.ty.node,
+                                arg.default_value.map(|v| v.node.to_string())
+                            ),
                         );
                     }
                     parts.insert(key, field.ty.node.to_string());
@@ -54,12 +59,16 @@ fn contract(sdl: &str) -> BTreeMap<String, String> {
             }
             TypeKind::Interface(interface) => {
                 for field in interface.fields {
-                    parts.insert(format!("{name}.{}", field.node.name.node), field.node.ty.node.to_string());
+                    parts.insert(
+                        format!("{name}.{}", field.node.name.node),
+                        field.node.ty.node.to_string(),
+                    );
                 }
                 parts.insert(name, "interface".into());
             }
             TypeKind::Union(union) => {
-                let mut members: Vec<String> = union.members.iter().map(|m| m.node.to_string()).collect();
+                let mut members: Vec<String> =
+                    union.members.iter().map(|m| m.node.to_string()).collect();
                 members.sort();
                 parts.insert(name, format!("union {}", members.join(" | ")));
             }
@@ -74,7 +83,11 @@ fn contract(sdl: &str) -> BTreeMap<String, String> {
                     let field = field.node;
                     parts.insert(
                         format!("{name}.{}", field.name.node),
-                        format!("{} = {:?}", field.ty.node, field.default_value.map(|v| v.node.to_string())),
+                        format!(
+                            "{} = {:?}",
+                            field.ty.node,
+                            field.default_value.map(|v| v.node.to_string())
+                        ),
                     );
                 }
                 parts.insert(name, "input".into());
@@ -93,14 +106,18 @@ fn every_part_of_the_apps_schema_exists_with_the_same_type() {
         .unwrap_or_else(|e| panic!("the app's schema at {}: {e}", reference_path.display()));
     let ours = contract(&selfprivacy_api::api::export_sdl());
     let theirs = contract(&reference);
-    assert!(theirs.len() > 500, "the reference was parsed ({} parts)", theirs.len());
+    assert!(
+        theirs.len() > 500,
+        "the reference was parsed ({} parts)",
+        theirs.len()
+    );
     let mut differences = Vec::new();
     for (part, shape) in &theirs {
         match ours.get(part) {
             None => differences.push(format!("missing: {part} ({shape})")),
-            Some(our_shape) if our_shape != shape => {
-                differences.push(format!("differs: {part}: app has {shape}, we have {our_shape}"))
-            }
+            Some(our_shape) if our_shape != shape => differences.push(format!(
+                "differs: {part}: app has {shape}, we have {our_shape}"
+            )),
             Some(_) => {}
         }
     }

@@ -40,7 +40,12 @@ pub fn cli(state_dir: &Path, args: &[&str], stdin: Option<&str>) -> (bool, Strin
         .spawn()
         .unwrap();
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
@@ -54,7 +59,11 @@ pub fn cli(state_dir: &Path, args: &[&str], stdin: Option<&str>) -> (bool, Strin
 impl Daemon {
     pub async fn start() -> Daemon {
         let state_dir = tempfile::tempdir().unwrap();
-        let (ok, token, err) = cli(state_dir.path(), &["token", "new", "--device", "tests"], None);
+        let (ok, token, err) = cli(
+            state_dir.path(),
+            &["token", "new", "--device", "tests"],
+            None,
+        );
         assert!(ok, "token new failed: {err}");
         let mut daemon = Daemon {
             url: String::new(),
@@ -135,7 +144,12 @@ impl Daemon {
     }
 
     /// A query with the given `Authorization` header value (or none).
-    pub async fn query_as(&self, authorization: Option<&str>, query: &str, variables: Value) -> Value {
+    pub async fn query_as(
+        &self,
+        authorization: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> Value {
         post(&self.url, authorization, &[], query, variables).await
     }
 

@@ -6,14 +6,19 @@ use serde_json::{Value, json};
 const DEVICES: &str = "{ api { devices { name creationDate isCaller } } }";
 
 async fn devices(daemon: &Daemon, token: &str) -> Vec<Value> {
-    let r = daemon.query_as(Some(&format!("Bearer {token}")), DEVICES, json!({})).await;
+    let r = daemon
+        .query_as(Some(&format!("Bearer {token}")), DEVICES, json!({}))
+        .await;
     assert_no_errors(&r);
     r["data"]["api"]["devices"].as_array().unwrap().clone()
 }
 
 async fn new_device_key(daemon: &Daemon) -> String {
     let r = daemon
-        .query("mutation { api { getNewDeviceApiKey { success message code key } } }", json!({}))
+        .query(
+            "mutation { api { getNewDeviceApiKey { success message code key } } }",
+            json!({}),
+        )
         .await;
     let result = &r["data"]["api"]["getNewDeviceApiKey"];
     assert_eq!(result["code"], 200, "{r}");
@@ -40,7 +45,12 @@ async fn new_device_key_adds_a_device_once_then_devices_are_listed_refreshed_and
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["name"], "tests");
     assert_eq!(listed[0]["isCaller"], true);
-    assert!(listed[0]["creationDate"].as_str().unwrap().ends_with("+00:00"));
+    assert!(
+        listed[0]["creationDate"]
+            .as_str()
+            .unwrap()
+            .ends_with("+00:00")
+    );
 
     let key = new_device_key(&daemon).await;
     assert_eq!(key.split(' ').count(), 12);
@@ -50,7 +60,10 @@ async fn new_device_key_adds_a_device_once_then_devices_are_listed_refreshed_and
     assert!(phone_token.len() >= 43, "256-bit token");
     // Single use: the same key again is refused, with no hint why.
     let again = authorize(&daemon, &key, "other").await;
-    assert_eq!((again["success"].clone(), again["code"].clone()), (json!(false), json!(404)));
+    assert_eq!(
+        (again["success"].clone(), again["code"].clone()),
+        (json!(false), json!(404))
+    );
     assert!(again["token"].is_null());
 
     let listed = devices(&daemon, &phone_token).await;
@@ -62,9 +75,16 @@ async fn new_device_key_adds_a_device_once_then_devices_are_listed_refreshed_and
     // A device cannot delete its own token; it can delete another's.
     let delete = "mutation($d: String!) { api { deleteDeviceApiToken(device: $d) { success message code } } }";
     let own = daemon
-        .query_as(Some(&format!("Bearer {phone_token}")), delete, json!({"d": "My_phone_"}))
+        .query_as(
+            Some(&format!("Bearer {phone_token}")),
+            delete,
+            json!({"d": "My_phone_"}),
+        )
         .await;
-    assert_eq!(own["data"]["api"]["deleteDeviceApiToken"]["code"], 400, "{own}");
+    assert_eq!(
+        own["data"]["api"]["deleteDeviceApiToken"]["code"], 400,
+        "{own}"
+    );
     let missing = daemon.query(delete, json!({"d": "nobody"})).await;
     assert_eq!(missing["data"]["api"]["deleteDeviceApiToken"]["code"], 404);
 
@@ -80,13 +100,24 @@ async fn new_device_key_adds_a_device_once_then_devices_are_listed_refreshed_and
     assert_eq!(refreshed["code"], 200);
     let new_phone_token = refreshed["token"].as_str().unwrap().to_owned();
     assert_ne!(new_phone_token, phone_token);
-    let old = daemon.query_as(Some(&format!("Bearer {phone_token}")), DEVICES, json!({})).await;
+    let old = daemon
+        .query_as(Some(&format!("Bearer {phone_token}")), DEVICES, json!({}))
+        .await;
     assert_eq!(error_code(&old).as_deref(), Some("UNAUTHENTICATED"));
     assert_eq!(devices(&daemon, &new_phone_token).await.len(), 2);
 
     let deleted = daemon.query(delete, json!({"d": "My_phone_"})).await;
-    assert_eq!(deleted["data"]["api"]["deleteDeviceApiToken"]["code"], 200, "{deleted}");
-    let gone = daemon.query_as(Some(&format!("Bearer {new_phone_token}")), DEVICES, json!({})).await;
+    assert_eq!(
+        deleted["data"]["api"]["deleteDeviceApiToken"]["code"], 200,
+        "{deleted}"
+    );
+    let gone = daemon
+        .query_as(
+            Some(&format!("Bearer {new_phone_token}")),
+            DEVICES,
+            json!({}),
+        )
+        .await;
     assert_eq!(error_code(&gone).as_deref(), Some("UNAUTHENTICATED"));
     assert_eq!(devices(&daemon, &daemon.token).await.len(), 1);
 }
@@ -119,7 +150,11 @@ const USE_RECOVERY: &str = "mutation($input: UseRecoveryKeyInput!) { api { useRe
 
 async fn use_recovery(daemon: &Daemon, key: &str, device: &str) -> Value {
     let r = daemon
-        .query_as(None, USE_RECOVERY, json!({"input": {"key": key, "deviceName": device}}))
+        .query_as(
+            None,
+            USE_RECOVERY,
+            json!({"input": {"key": key, "deviceName": device}}),
+        )
         .await;
     assert_no_errors(&r);
     r["data"]["api"]["useRecoveryApiKey"].clone()
@@ -136,18 +171,32 @@ async fn recovery_key_has_uses_and_expiry_and_reports_its_status() {
 
     // Bad limits: 400 and a sentence, no key.
     let past = daemon
-        .query(NEW_RECOVERY, json!({"limits": {"expirationDate": "2000-01-01T00:00:00"}}))
+        .query(
+            NEW_RECOVERY,
+            json!({"limits": {"expirationDate": "2000-01-01T00:00:00"}}),
+        )
         .await;
-    assert_eq!(past["data"]["api"]["getNewRecoveryApiKey"]["code"], 400, "{past}");
+    assert_eq!(
+        past["data"]["api"]["getNewRecoveryApiKey"]["code"], 400,
+        "{past}"
+    );
     assert!(past["data"]["api"]["getNewRecoveryApiKey"]["key"].is_null());
-    let zero = daemon.query(NEW_RECOVERY, json!({"limits": {"uses": 0}})).await;
+    let zero = daemon
+        .query(NEW_RECOVERY, json!({"limits": {"uses": 0}}))
+        .await;
     assert_eq!(zero["data"]["api"]["getNewRecoveryApiKey"]["code"], 400);
     let status = daemon.query(STATUS, json!({})).await;
-    assert_eq!(status["data"]["api"]["recoveryKey"]["exists"], false, "nothing was made");
+    assert_eq!(
+        status["data"]["api"]["recoveryKey"]["exists"], false,
+        "nothing was made"
+    );
 
     let expires = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let made = daemon
-        .query(NEW_RECOVERY, json!({"limits": {"expirationDate": expires, "uses": 2}}))
+        .query(
+            NEW_RECOVERY,
+            json!({"limits": {"expirationDate": expires, "uses": 2}}),
+        )
         .await;
     let made = &made["data"]["api"]["getNewRecoveryApiKey"];
     assert_eq!(made["code"], 200);
@@ -158,16 +207,31 @@ async fn recovery_key_has_uses_and_expiry_and_reports_its_status() {
     assert_eq!(used["code"], 200);
     let laptop = used["token"].as_str().unwrap();
     let listed = devices(&daemon, laptop).await;
-    assert!(listed.iter().any(|d| d["name"] == "laptop" && d["isCaller"] == true));
+    assert!(
+        listed
+            .iter()
+            .any(|d| d["name"] == "laptop" && d["isCaller"] == true)
+    );
 
     let status = daemon.query(STATUS, json!({})).await;
     let status = &status["data"]["api"]["recoveryKey"];
-    assert_eq!((status["exists"].clone(), status["valid"].clone(), status["usesLeft"].clone()), (json!(true), json!(true), json!(1)));
+    assert_eq!(
+        (
+            status["exists"].clone(),
+            status["valid"].clone(),
+            status["usesLeft"].clone()
+        ),
+        (json!(true), json!(true), json!(1))
+    );
     assert!(status["expirationDate"].is_string() && status["creationDate"].is_string());
 
     assert_eq!(use_recovery(&daemon, "wrong words", "x").await["code"], 404);
     assert_eq!(use_recovery(&daemon, &key, "laptop").await["code"], 200);
-    assert_eq!(use_recovery(&daemon, &key, "laptop").await["code"], 404, "uses are spent");
+    assert_eq!(
+        use_recovery(&daemon, &key, "laptop").await["code"],
+        404,
+        "uses are spent"
+    );
     let status = daemon.query(STATUS, json!({})).await;
     assert_eq!(status["data"]["api"]["recoveryKey"]["valid"], false);
     assert_eq!(status["data"]["api"]["recoveryKey"]["usesLeft"], 0);
@@ -176,7 +240,10 @@ async fn recovery_key_has_uses_and_expiry_and_reports_its_status() {
     let made = daemon
         .query(NEW_RECOVERY, json!({"limits": {"expirationDate": expires}}))
         .await;
-    let key = made["data"]["api"]["getNewRecoveryApiKey"]["key"].as_str().unwrap().to_owned();
+    let key = made["data"]["api"]["getNewRecoveryApiKey"]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     daemon.hook("advance-clock 7200");
     assert_eq!(use_recovery(&daemon, &key, "late").await["code"], 404);
     let status = daemon.query(STATUS, json!({})).await;
@@ -184,16 +251,25 @@ async fn recovery_key_has_uses_and_expiry_and_reports_its_status() {
 
     // The deprecated flat mutation is the same operation.
     let flat = daemon
-        .query("mutation { getNewRecoveryApiKey { success code key } }", json!({}))
+        .query(
+            "mutation { getNewRecoveryApiKey { success code key } }",
+            json!({}),
+        )
         .await;
     assert_eq!(flat["data"]["getNewRecoveryApiKey"]["code"], 200);
-    let key = flat["data"]["getNewRecoveryApiKey"]["key"].as_str().unwrap();
+    let key = flat["data"]["getNewRecoveryApiKey"]["key"]
+        .as_str()
+        .unwrap();
     let r = daemon
         .query_as(None, "mutation($input: UseRecoveryKeyInput!) { useRecoveryApiKey(input: $input) { code token } }",
             json!({"input": {"key": key, "deviceName": ""}}))
         .await;
     assert_eq!(r["data"]["useRecoveryApiKey"]["code"], 200);
-    let names: Vec<_> = devices(&daemon, &daemon.token).await.iter().map(|d| d["name"].as_str().unwrap().to_owned()).collect();
+    let names: Vec<_> = devices(&daemon, &daemon.token)
+        .await
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_owned())
+        .collect();
     assert!(names.contains(&"Unknown device".to_owned()), "{names:?}");
 }
 
@@ -203,7 +279,8 @@ async fn tokens_cannot_be_recovered_from_the_state_directory() {
     let key = new_device_key(&daemon).await;
     let granted = authorize(&daemon, &key, "phone").await;
     let phone_token = granted["token"].as_str().unwrap().to_owned();
-    let words = daemon.query(NEW_RECOVERY, json!({})).await["data"]["api"]["getNewRecoveryApiKey"]["key"]
+    let words = daemon.query(NEW_RECOVERY, json!({})).await["data"]["api"]["getNewRecoveryApiKey"]
+        ["key"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -217,12 +294,20 @@ async fn tokens_cannot_be_recovered_from_the_state_directory() {
     assert!(stored.len() > 4096, "the database was read");
     let haystack = String::from_utf8_lossy(&stored);
     for secret in [&daemon.token, &phone_token, &words, &key] {
-        assert!(!haystack.contains(secret.as_str()), "a secret is stored in clear");
+        assert!(
+            !haystack.contains(secret.as_str()),
+            "a secret is stored in clear"
+        );
     }
     let first_word = words.split(' ').next().unwrap();
-    assert!(!haystack.contains(&format!("{first_word} ")), "mnemonic words are not stored");
+    assert!(
+        !haystack.contains(&format!("{first_word} ")),
+        "mnemonic words are not stored"
+    );
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(daemon.state_dir.path().join("state.db")).unwrap().permissions(),
+        &std::fs::metadata(daemon.state_dir.path().join("state.db"))
+            .unwrap()
+            .permissions(),
     );
     assert_eq!(mode & 0o077, 0, "state.db is private to root");
 }
@@ -235,16 +320,41 @@ async fn token_command_creates_imports_and_the_running_daemon_accepts_them() {
     assert!(ok);
     let token = out.trim();
     assert_eq!(out.lines().count(), 1, "prints only the token");
-    assert!(token.len() >= 43 && token.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
-    assert_eq!(devices(&daemon, token).await.len(), 2, "the running daemon sees it");
+    assert!(
+        token.len() >= 43
+            && token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    );
+    assert_eq!(
+        devices(&daemon, token).await.len(),
+        2,
+        "the running daemon sees it"
+    );
 
     let migrated = "MigratedTokenFromThePythonApi_0123456789abc";
-    let (ok, _, err) = cli(dir, &["token", "import", "--device", "old phone"], Some(&format!("{migrated}\n")));
+    let (ok, _, err) = cli(
+        dir,
+        &["token", "import", "--device", "old phone"],
+        Some(&format!("{migrated}\n")),
+    );
     assert!(ok, "{err}");
     let listed = devices(&daemon, migrated).await;
-    assert!(listed.iter().any(|d| d["name"] == "old_phone" && d["isCaller"] == true));
-    let (ok, _, err) = cli(dir, &["token", "import", "--device", "short"], Some("tooshort"));
+    assert!(
+        listed
+            .iter()
+            .any(|d| d["name"] == "old_phone" && d["isCaller"] == true)
+    );
+    let (ok, _, err) = cli(
+        dir,
+        &["token", "import", "--device", "short"],
+        Some("tooshort"),
+    );
     assert!(!ok && err.contains("32"), "{err}");
-    let (ok, _, err) = cli(dir, &["token", "import", "--device", "old phone"], Some("AnotherTokenThatIsLongEnough_0123456789"));
+    let (ok, _, err) = cli(
+        dir,
+        &["token", "import", "--device", "old phone"],
+        Some("AnotherTokenThatIsLongEnough_0123456789"),
+    );
     assert!(!ok && err.contains("already"), "{err}");
 }

@@ -8,13 +8,22 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(daemon: &Daemon, protocol: &str, authorization: Option<&str>) -> Socket {
-    let mut request = daemon.url.replace("http://", "ws://").into_client_request().unwrap();
-    request.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+    let mut request = daemon
+        .url
+        .replace("http://", "ws://")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
     if let Some(value) = authorization {
-        request.headers_mut().insert("Authorization", value.parse().unwrap());
+        request
+            .headers_mut()
+            .insert("Authorization", value.parse().unwrap());
     }
     let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     assert_eq!(response.headers()["sec-websocket-protocol"], protocol);
@@ -22,7 +31,10 @@ async fn connect(daemon: &Daemon, protocol: &str, authorization: Option<&str>) -
 }
 
 async fn send(socket: &mut Socket, message: Value) {
-    socket.send(Message::Text(message.to_string().into())).await.unwrap();
+    socket
+        .send(Message::Text(message.to_string().into()))
+        .await
+        .unwrap();
 }
 
 /// The next JSON message, skipping keep-alives; None when the server closes.
@@ -69,7 +81,10 @@ fn assert_saw_the_job_run(lists: &[Value]) {
     assert_eq!(lists[0], json!([]), "first comes the current (empty) list");
     assert!(lists.iter().any(|l| l[0]["status"] == "RUNNING"));
     let last = &lists.last().unwrap()[0];
-    assert_eq!((last["status"].clone(), last["progress"].clone()), (json!("FINISHED"), json!(100)));
+    assert_eq!(
+        (last["status"].clone(), last["progress"].clone()),
+        (json!("FINISHED"), json!(100))
+    );
     assert!(lists.len() >= 4, "several updates pushed: {}", lists.len());
 }
 
@@ -78,11 +93,18 @@ async fn graphql_transport_ws_pushes_job_updates_and_answers_pings() {
     let daemon = Daemon::start().await;
     let mut socket = connect(&daemon, "graphql-transport-ws", None).await;
     send(&mut socket, json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {}", daemon.token)}})).await;
-    assert_eq!(receive(&mut socket).await.unwrap()["type"], "connection_ack");
+    assert_eq!(
+        receive(&mut socket).await.unwrap()["type"],
+        "connection_ack"
+    );
     send(&mut socket, json!({"type": "ping"})).await;
     assert_eq!(receive(&mut socket).await.unwrap()["type"], "pong");
 
-    send(&mut socket, json!({"id": "1", "type": "subscribe", "payload": {"query": JOB_UPDATES}})).await;
+    send(
+        &mut socket,
+        json!({"id": "1", "type": "subscribe", "payload": {"query": JOB_UPDATES}}),
+    )
+    .await;
     let first = receive(&mut socket).await.unwrap();
     assert_eq!(first["payload"]["data"]["jobUpdates"], json!([]));
     start_test_job(&daemon).await;
@@ -94,16 +116,35 @@ async fn graphql_transport_ws_pushes_job_updates_and_answers_pings() {
     send(&mut socket, json!({"id": "2", "type": "subscribe", "payload": {"query": "{ api { devices { name isCaller } } }"}})).await;
     let answer = receive(&mut socket).await.unwrap();
     assert_eq!(answer["id"], "2");
-    assert_eq!(answer["payload"]["data"]["api"]["devices"][0]["isCaller"], true, "{answer}");
+    assert_eq!(
+        answer["payload"]["data"]["api"]["devices"][0]["isCaller"], true,
+        "{answer}"
+    );
 }
 
 #[tokio::test]
 async fn legacy_graphql_ws_pushes_job_updates_with_the_token_in_the_upgrade_request() {
     let daemon = Daemon::start().await;
-    let mut socket = connect(&daemon, "graphql-ws", Some(&format!("Bearer {}", daemon.token))).await;
-    send(&mut socket, json!({"type": "connection_init", "payload": {}})).await;
-    assert_eq!(receive(&mut socket).await.unwrap()["type"], "connection_ack");
-    send(&mut socket, json!({"id": "1", "type": "start", "payload": {"query": JOB_UPDATES}})).await;
+    let mut socket = connect(
+        &daemon,
+        "graphql-ws",
+        Some(&format!("Bearer {}", daemon.token)),
+    )
+    .await;
+    send(
+        &mut socket,
+        json!({"type": "connection_init", "payload": {}}),
+    )
+    .await;
+    assert_eq!(
+        receive(&mut socket).await.unwrap()["type"],
+        "connection_ack"
+    );
+    send(
+        &mut socket,
+        json!({"id": "1", "type": "start", "payload": {"query": JOB_UPDATES}}),
+    )
+    .await;
     let first = receive(&mut socket).await.unwrap();
     assert_eq!(first["type"], "data");
     start_test_job(&daemon).await;
@@ -116,15 +157,32 @@ async fn legacy_graphql_ws_pushes_job_updates_with_the_token_in_the_upgrade_requ
 #[tokio::test]
 async fn a_subscription_without_a_token_is_refused_on_both_protocols() {
     let daemon = Daemon::start().await;
-    for (protocol, start) in [("graphql-transport-ws", "subscribe"), ("graphql-ws", "start")] {
+    for (protocol, start) in [
+        ("graphql-transport-ws", "subscribe"),
+        ("graphql-ws", "start"),
+    ] {
         let mut socket = connect(&daemon, protocol, None).await;
-        send(&mut socket, json!({"type": "connection_init", "payload": {}})).await;
-        assert_eq!(receive(&mut socket).await.unwrap()["type"], "connection_ack");
-        send(&mut socket, json!({"id": "1", "type": start, "payload": {"query": JOB_UPDATES}})).await;
+        send(
+            &mut socket,
+            json!({"type": "connection_init", "payload": {}}),
+        )
+        .await;
+        assert_eq!(
+            receive(&mut socket).await.unwrap()["type"],
+            "connection_ack"
+        );
+        send(
+            &mut socket,
+            json!({"id": "1", "type": start, "payload": {"query": JOB_UPDATES}}),
+        )
+        .await;
         let answer = receive(&mut socket).await.unwrap();
         let text = answer.to_string();
         assert!(text.contains("UNAUTHENTICATED"), "{protocol}: {answer}");
-        assert!(!text.contains("\"jobUpdates\":["), "{protocol}: no data: {answer}");
+        assert!(
+            !text.contains("\"jobUpdates\":["),
+            "{protocol}: no data: {answer}"
+        );
     }
 }
 
@@ -132,12 +190,33 @@ async fn a_subscription_without_a_token_is_refused_on_both_protocols() {
 async fn a_wrong_token_in_connection_init_closes_the_connection() {
     let daemon = Daemon::start().await;
     let mut socket = connect(&daemon, "graphql-transport-ws", None).await;
-    send(&mut socket, json!({"type": "connection_init", "payload": {"Authorization": "Bearer wrong"}})).await;
+    send(
+        &mut socket,
+        json!({"type": "connection_init", "payload": {"Authorization": "Bearer wrong"}}),
+    )
+    .await;
     let answer = receive(&mut socket).await;
-    assert!(answer.is_none() || answer.as_ref().is_some_and(|a| a["type"] != "connection_ack"), "{answer:?}");
+    assert!(
+        answer.is_none()
+            || answer
+                .as_ref()
+                .is_some_and(|a| a["type"] != "connection_ack"),
+        "{answer:?}"
+    );
 
-    let mut request = daemon.url.replace("http://", "ws://").into_client_request().unwrap();
-    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-ws".parse().unwrap());
-    request.headers_mut().insert("Authorization", "Bearer wrong".parse().unwrap());
-    assert!(tokio_tungstenite::connect_async(request).await.is_err(), "upgrade refused");
+    let mut request = daemon
+        .url
+        .replace("http://", "ws://")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "graphql-ws".parse().unwrap());
+    request
+        .headers_mut()
+        .insert("Authorization", "Bearer wrong".parse().unwrap());
+    assert!(
+        tokio_tungstenite::connect_async(request).await.is_err(),
+        "upgrade refused"
+    );
 }

@@ -88,7 +88,12 @@ pub struct UseNewDeviceKeyInput {
     pub device_name: String,
 }
 
-fn key_return(ctx: &Context<'_>, outcome: Outcome<String>, en: &str, ru: &str) -> ApiKeyMutationReturn {
+fn key_return(
+    ctx: &Context<'_>,
+    outcome: Outcome<String>,
+    en: &str,
+    ru: &str,
+) -> ApiKeyMutationReturn {
     match outcome {
         Ok(key) => ApiKeyMutationReturn::new(Status::ok(200, say(ctx, en, ru)), Some(key)),
         Err(failure) => ApiKeyMutationReturn::new(Status::failed(&failure, locale(ctx)), None),
@@ -102,16 +107,22 @@ fn token_return(
     ru: &str,
 ) -> DeviceApiTokenMutationReturn {
     match outcome {
-        Ok(issued) => {
-            DeviceApiTokenMutationReturn::new(Status::ok(200, say(ctx, en, ru)), Some(issued.secret))
-        }
+        Ok(issued) => DeviceApiTokenMutationReturn::new(
+            Status::ok(200, say(ctx, en, ru)),
+            Some(issued.secret),
+        ),
         Err(failure) => {
             DeviceApiTokenMutationReturn::new(Status::failed(&failure, locale(ctx)), None)
         }
     }
 }
 
-fn status_return(ctx: &Context<'_>, outcome: Outcome<()>, en: &str, ru: &str) -> GenericMutationReturn {
+fn status_return(
+    ctx: &Context<'_>,
+    outcome: Outcome<()>,
+    en: &str,
+    ru: &str,
+) -> GenericMutationReturn {
     match outcome {
         Ok(()) => Status::ok(200, say(ctx, en, ru)).into(),
         Err(failure) => Status::failed(&failure, locale(ctx)).into(),
@@ -125,7 +136,10 @@ async fn throttled_key_use(
     attempt: impl FnOnce() -> Outcome<Issued>,
 ) -> Outcome<Issued> {
     let app = app(ctx);
-    let client = ctx.data_opt::<ClientId>().map(|c| c.0.as_str()).unwrap_or("unknown");
+    let client = ctx
+        .data_opt::<ClientId>()
+        .map(|c| c.0.as_str())
+        .unwrap_or("unknown");
     let wait = app.throttle.reserve(client);
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
@@ -151,7 +165,12 @@ impl ApiMutations {
             .map(|l| (l.expiration_date.map(|d| d.0), l.uses.map(i64::from)))
             .unwrap_or_default();
         let outcome = app(ctx).tokens.new_recovery_key(expires, uses);
-        key_return(ctx, outcome, "Recovery key generated", "Ключ восстановления создан")
+        key_return(
+            ctx,
+            outcome,
+            "Recovery key generated",
+            "Ключ восстановления создан",
+        )
     }
 
     pub async fn use_recovery_api_key(
@@ -160,10 +179,17 @@ impl ApiMutations {
         input: UseRecoveryKeyInput,
     ) -> DeviceApiTokenMutationReturn {
         let outcome = throttled_key_use(ctx, || {
-            app(ctx).tokens.use_recovery_key(&input.key, &input.device_name)
+            app(ctx)
+                .tokens
+                .use_recovery_key(&input.key, &input.device_name)
         })
         .await;
-        token_return(ctx, outcome, "Recovery key used", "Ключ восстановления использован")
+        token_return(
+            ctx,
+            outcome,
+            "Recovery key used",
+            "Ключ восстановления использован",
+        )
     }
 
     pub async fn refresh_device_api_token(
@@ -171,7 +197,12 @@ impl ApiMutations {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<DeviceApiTokenMutationReturn> {
         let outcome = app(ctx).tokens.refresh(caller(ctx)?);
-        Ok(token_return(ctx, outcome, "Token refreshed", "Токен обновлён"))
+        Ok(token_return(
+            ctx,
+            outcome,
+            "Token refreshed",
+            "Токен обновлён",
+        ))
     }
 
     pub async fn delete_device_api_token(
@@ -180,7 +211,12 @@ impl ApiMutations {
         device: String,
     ) -> async_graphql::Result<GenericMutationReturn> {
         let outcome = app(ctx).tokens.delete_device(caller(ctx)?, &device);
-        Ok(status_return(ctx, outcome, "Device deleted", "Устройство удалено"))
+        Ok(status_return(
+            ctx,
+            outcome,
+            "Device deleted",
+            "Устройство удалено",
+        ))
     }
 
     pub async fn get_new_device_api_key(&self, ctx: &Context<'_>) -> ApiKeyMutationReturn {
@@ -209,7 +245,9 @@ impl ApiMutations {
         input: UseNewDeviceKeyInput,
     ) -> DeviceApiTokenMutationReturn {
         let outcome = throttled_key_use(ctx, || {
-            app(ctx).tokens.use_new_device_key(&input.key, &input.device_name)
+            app(ctx)
+                .tokens
+                .use_new_device_key(&input.key, &input.device_name)
         })
         .await;
         token_return(ctx, outcome, "Device authorized", "Устройство авторизовано")
@@ -268,12 +306,18 @@ impl ApiMutationRoot {
     }
 
     #[graphql(deprecation = "Use `api.get_new_device_api_key` instead")]
-    async fn get_new_device_api_key(&self, ctx: &Context<'_>) -> async_graphql::Result<ApiKeyMutationReturn> {
+    async fn get_new_device_api_key(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<ApiKeyMutationReturn> {
         ApiMutations.get_new_device_api_key(ctx).await
     }
 
     #[graphql(deprecation = "Use `api.invalidate_new_device_api_key` instead")]
-    async fn invalidate_new_device_api_key(&self, ctx: &Context<'_>) -> async_graphql::Result<GenericMutationReturn> {
+    async fn invalidate_new_device_api_key(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<GenericMutationReturn> {
         ApiMutations.invalidate_new_device_api_key(ctx).await
     }
 
@@ -283,7 +327,9 @@ impl ApiMutationRoot {
         ctx: &Context<'_>,
         input: UseNewDeviceKeyInput,
     ) -> async_graphql::Result<DeviceApiTokenMutationReturn> {
-        ApiMutations.authorize_with_new_device_api_key(ctx, input).await
+        ApiMutations
+            .authorize_with_new_device_api_key(ctx, input)
+            .await
     }
 
     async fn api(&self) -> ApiMutations {

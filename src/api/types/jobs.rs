@@ -41,7 +41,7 @@ impl ApiJob {
     }
 }
 
-/// `Query.jobs`.
+// `Query.jobs`.
 #[derive(Default)]
 pub struct Job;
 

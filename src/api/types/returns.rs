@@ -44,10 +44,16 @@ mutation_return!(ServiceJobMutationReturn { job: Option<ApiJob>, service: Option
 mutation_return!(UserMutationReturn { user: Option<User> });
 mutation_return!(GenericBackupConfigReturn { configuration: Option<BackupConfiguration> });
 mutation_return!(TimezoneMutationReturn { timezone: Option<String> });
-mutation_return!(AutoUpgradeSettingsMutationReturn { enable_auto_upgrade: bool, allow_reboot: bool });
+mutation_return!(AutoUpgradeSettingsMutationReturn {
+    enable_auto_upgrade: bool,
+    allow_reboot: bool
+});
 mutation_return!(
     #[graphql(name = "SSHSettingsMutationReturn")]
-    SshSettingsMutationReturn { enable: bool, password_authentication: bool }
+    SshSettingsMutationReturn {
+        enable: bool,
+        password_authentication: bool
+    }
 );
 mutation_return!(PasswordResetLinkReturn { password_reset_link: Option<String> });
 
