@@ -4,9 +4,15 @@
 use crate::config::Config;
 use crate::domain::clock::Clock;
 use crate::domain::jobs::JobRegistry;
+use crate::domain::services::Services;
+use crate::domain::services::catalogue::Catalogue;
+use crate::domain::system::rebuild::{RebuildUnits, Rebuilds};
 use crate::domain::tokens::{AuthThrottle, TokenService};
+use crate::os::systemd::SystemdLink;
+use crate::os::userdata::UserdataFile;
 use crate::state::Store;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub struct App {
     pub config: Config,
@@ -14,6 +20,9 @@ pub struct App {
     pub tokens: TokenService,
     pub jobs: Arc<JobRegistry>,
     pub throttle: AuthThrottle,
+    pub systemd: Arc<SystemdLink>,
+    pub services: Services,
+    pub rebuilds: Arc<Rebuilds>,
 }
 
 impl App {
@@ -22,12 +31,33 @@ impl App {
         let clock = Arc::new(Clock::default());
         let tokens = TokenService::load(store.clone(), clock.clone())?;
         let jobs = Arc::new(JobRegistry::load(store, clock.clone())?);
+        let systemd = Arc::new(SystemdLink::new(config.dbus_address.clone()));
+        let userdata = Arc::new(UserdataFile::new(config.userdata_file.clone()));
+        let services = Services::new(
+            Catalogue::new(config.sp_modules_dir.clone()),
+            userdata,
+            systemd.clone(),
+            Duration::from_secs(config.unit_timeout_secs),
+        );
+        let rebuilds = Arc::new(Rebuilds::new(
+            systemd.clone(),
+            jobs.clone(),
+            RebuildUnits {
+                rebuild: config.rebuild_unit.clone(),
+                upgrade: config.upgrade_unit.clone(),
+                rollback: config.rollback_unit.clone(),
+            },
+            Duration::from_secs(config.rebuild_timeout_secs),
+        ));
         Ok(Arc::new(App {
             config,
             clock,
             tokens,
             jobs,
             throttle: AuthThrottle::new(),
+            systemd,
+            services,
+            rebuilds,
         }))
     }
 }

@@ -47,6 +47,9 @@ pub struct Settings {
     /// The NixOS configuration flake directory
     #[arg(long, global = true, env = "SELFPRIVACY_API_NIXOS_CONFIG_DIR")]
     pub nixos_config_dir: Option<PathBuf>,
+    /// D-Bus address of the system bus to manage (default: the system bus)
+    #[arg(long, global = true, env = "SELFPRIVACY_API_DBUS_ADDRESS")]
+    pub dbus_address: Option<String>,
 }
 
 impl Settings {
@@ -54,6 +57,9 @@ impl Settings {
         let mut config = Config::load(self.config.as_deref())?;
         if let Some(listen) = self.listen {
             config.listen = listen;
+        }
+        if let Some(address) = &self.dbus_address {
+            config.dbus_address = Some(address.clone());
         }
         let paths = [
             (&self.state_dir, &mut config.state_dir),

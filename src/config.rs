@@ -23,6 +23,16 @@ pub struct Config {
     pub nixos_config_dir: PathBuf,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// D-Bus address of the system bus (default: the standard system bus).
+    pub dbus_address: Option<String>,
+    /// How long a start, stop or restart of a unit may take.
+    pub unit_timeout_secs: u64,
+    /// How long a rebuild, upgrade or rollback may take.
+    pub rebuild_timeout_secs: u64,
+    /// The units that run `nixos-rebuild` (shipped by the NixOS module).
+    pub rebuild_unit: String,
+    pub upgrade_unit: String,
+    pub rollback_unit: String,
 }
 
 impl Default for Config {
@@ -34,6 +44,12 @@ impl Default for Config {
             sp_modules_dir: PathBuf::from("/etc/sp-modules"),
             nixos_config_dir: PathBuf::from("/etc/nixos"),
             max_body_bytes: 256 * 1024,
+            dbus_address: None,
+            unit_timeout_secs: 120,
+            rebuild_timeout_secs: 3600,
+            rebuild_unit: "sp-nixos-rebuild.service".into(),
+            upgrade_unit: "sp-nixos-upgrade.service".into(),
+            rollback_unit: "sp-nixos-rollback.service".into(),
         }
     }
 }

@@ -10,5 +10,6 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod os;
 pub mod state;
 pub mod test_hooks;

@@ -4,4 +4,6 @@ pub mod clock;
 pub mod error;
 pub mod i18n;
 pub mod jobs;
+pub mod services;
+pub mod system;
 pub mod tokens;

@@ -8,5 +8,7 @@ mod auth;
 mod jobs;
 mod limits;
 mod schema;
+mod services;
+mod testbed;
 mod tokens;
 mod websockets;

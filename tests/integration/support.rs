@@ -10,14 +10,72 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_selfprivacy-api");
 
-/// A daemon on a free port with its own state directory; killed on drop.
-pub struct Daemon {
+/// Talks to a daemon over HTTP with the test device's token.
+#[derive(Clone)]
+pub struct Client {
     pub url: String,
     pub base: String,
-    pub state_dir: tempfile::TempDir,
     pub token: String,
+}
+
+impl Client {
+    pub fn new(port: u16, token: &str) -> Client {
+        let base = format!("http://127.0.0.1:{port}");
+        Client {
+            url: format!("{base}/graphql"),
+            base,
+            token: token.to_owned(),
+        }
+    }
+
+    /// A query with the test device's token.
+    pub async fn query(&self, query: &str, variables: Value) -> Value {
+        self.query_as(Some(&format!("Bearer {}", self.token)), query, variables)
+            .await
+    }
+
+    /// A query with the given `Authorization` header value (or none).
+    pub async fn query_as(
+        &self,
+        authorization: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> Value {
+        post(&self.url, authorization, &[], query, variables).await
+    }
+
+    /// Polls `/api/version` until it answers or `deadline` passes.
+    pub async fn wait_ready(&self, deadline: Duration) -> bool {
+        let client = reqwest::Client::new();
+        let until = Instant::now() + deadline;
+        while Instant::now() < until {
+            if client
+                .get(format!("{}/api/version", self.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
+
+/// A daemon on a free port with its own state directory; killed on drop.
+pub struct Daemon {
+    pub client: Client,
+    pub state_dir: tempfile::TempDir,
     pub child: Option<Child>,
-    port: u16,
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
 }
 
 pub fn free_port() -> u16 {
@@ -66,12 +124,9 @@ impl Daemon {
         );
         assert!(ok, "token new failed: {err}");
         let mut daemon = Daemon {
-            url: String::new(),
-            base: String::new(),
+            client: Client::new(0, token.trim()),
             state_dir,
-            token: token.trim().to_owned(),
             child: None,
-            port: 0,
         };
         daemon.launch().await;
         daemon
@@ -84,9 +139,9 @@ impl Daemon {
     /// Starts (or restarts) the daemon process on a fresh port.
     pub async fn launch(&mut self) {
         for _attempt in 0..5 {
-            self.port = free_port();
+            let port = free_port();
             let child = Command::new(BIN)
-                .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
+                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
                 .arg("--state-dir")
                 .arg(self.state_dir.path())
                 .arg("--test-hooks-socket")
@@ -99,9 +154,8 @@ impl Daemon {
                 .spawn()
                 .unwrap();
             self.child = Some(child);
-            self.base = format!("http://127.0.0.1:{}", self.port);
-            self.url = format!("{}/graphql", self.base);
-            if self.wait_ready().await {
+            self.client = Client::new(port, &self.client.token);
+            if self.wait_ready_or_exit().await {
                 return;
             }
             self.kill();
@@ -109,23 +163,16 @@ impl Daemon {
         panic!("the daemon did not start");
     }
 
-    async fn wait_ready(&mut self) -> bool {
-        let client = reqwest::Client::new();
+    async fn wait_ready_or_exit(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 eprintln!("daemon exited early: {status}");
                 return false;
             }
-            if client
-                .get(format!("{}/api/version", self.base))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
+            if self.client.wait_ready(Duration::from_millis(100)).await {
                 return true;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         false
     }
@@ -135,22 +182,6 @@ impl Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-
-    /// A query with the test device's token.
-    pub async fn query(&self, query: &str, variables: Value) -> Value {
-        self.query_as(Some(&format!("Bearer {}", self.token)), query, variables)
-            .await
-    }
-
-    /// A query with the given `Authorization` header value (or none).
-    pub async fn query_as(
-        &self,
-        authorization: Option<&str>,
-        query: &str,
-        variables: Value,
-    ) -> Value {
-        post(&self.url, authorization, &[], query, variables).await
     }
 
     /// A test hook command (test scaffolding in the daemon).

@@ -4,15 +4,26 @@
 //! Plain `//` comments on GraphQL items: doc comments would become schema
 //! descriptions, which the reference schema does not have.
 
+use crate::api::auth::app;
 use crate::api::errors::unavailable;
+use crate::api::errors::{Status, locale, say};
 use crate::api::scalars::Json;
 use crate::api::types::backup::SnapshotInfo;
 use crate::api::types::returns::{ServiceJobMutationReturn, ServiceMutationReturn};
 use crate::api::types::storage::StorageVolume;
 use crate::api::types::system::DnsRecord;
+use crate::domain::error::Outcome;
+use crate::domain::services::ServiceView;
+use crate::domain::services::definition::{Meta, SupportLevel};
+use crate::domain::services::status::ServiceStatus;
+use crate::os::systemd::UnitAction;
 use async_graphql::{Context, Enum, InputObject, Interface, Object, SimpleObject};
+use base64::Engine;
+use std::sync::Arc;
 
 const SERVICES: &str = "Service management";
+const CONFIGURING: &str = "Service configuration";
+const INSTALLING: &str = "Installing services";
 const MOVING: &str = "Moving services between volumes";
 
 // ---- Data types ----
@@ -48,33 +59,151 @@ pub struct LicenseType {
     pub url: Option<String>,
 }
 
-// The schema is cyclic (service -> storageUsage -> service, service ->
-// backupSnapshots -> service, volume -> usages -> volume). The data is
-// finite: whoever fills it closes each cycle one level down (for example
-// the service inside a service's own `storageUsage` carries no snapshots).
-#[derive(SimpleObject, Clone, Debug)]
-pub struct Service {
-    pub id: String,
-    pub display_name: String,
-    pub description: String,
-    pub svg_icon: String,
-    pub is_movable: bool,
-    pub is_required: bool,
-    pub is_enabled: bool,
-    pub is_installed: bool,
-    pub is_system_service: bool,
-    pub can_be_backed_up: bool,
-    pub backup_description: String,
-    pub status: ServiceStatusEnum,
-    pub url: Option<String>,
-    pub license: Vec<LicenseType>,
-    pub homepage: Option<String>,
-    pub source_page: Option<String>,
-    pub support_level: SupportLevelEnum,
-    pub dns_records: Option<Vec<DnsRecord>>,
-    pub storage_usage: ServiceStorageUsage,
-    pub configuration: Option<Vec<ConfigItem>>,
-    pub backup_snapshots: Option<Vec<SnapshotInfo>>,
+// A service at one moment: the catalogue entry joined with userdata and
+// systemd. Fields resolve from the domain view; the cyclic parts of the
+// schema (storage usage -> service) are resolved on demand.
+#[derive(Clone, Debug)]
+pub struct Service(pub Arc<ServiceView>);
+
+impl Service {
+    fn meta(&self) -> &Meta {
+        &self.0.definition.meta
+    }
+}
+
+#[Object]
+impl Service {
+    async fn id(&self) -> &str {
+        self.0.id()
+    }
+
+    async fn display_name(&self) -> &str {
+        &self.meta().name
+    }
+
+    async fn description(&self) -> &str {
+        &self.meta().description
+    }
+
+    // Base64 of the SVG text, as the Python API sends it.
+    async fn svg_icon(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.meta().svg_icon.as_bytes())
+    }
+
+    async fn is_movable(&self) -> bool {
+        self.meta().is_movable
+    }
+
+    async fn is_required(&self) -> bool {
+        self.meta().is_required
+    }
+
+    async fn is_enabled(&self) -> bool {
+        self.0.enabled
+    }
+
+    async fn is_installed(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        let _ = ctx;
+        Err(unavailable(INSTALLING))
+    }
+
+    // Services from sp-modules are never system services.
+    async fn is_system_service(&self) -> bool {
+        false
+    }
+
+    async fn can_be_backed_up(&self) -> bool {
+        self.meta().can_be_backed_up
+    }
+
+    async fn backup_description(&self) -> &str {
+        &self.meta().backup_description
+    }
+
+    async fn status(&self) -> ServiceStatusEnum {
+        self.0.status.into()
+    }
+
+    async fn url(&self) -> Option<String> {
+        self.0.url()
+    }
+
+    async fn license(&self) -> Vec<LicenseType> {
+        self.meta()
+            .license
+            .iter()
+            .map(|l| LicenseType {
+                deprecated: l.deprecated,
+                free: l.free,
+                full_name: l.full_name.clone(),
+                redistributable: l.redistributable,
+                short_name: l.short_name.clone(),
+                spdx_id: l.spdx_id.clone(),
+                url: l.url.clone(),
+            })
+            .collect()
+    }
+
+    async fn homepage(&self) -> Option<&str> {
+        self.meta().homepage.as_deref()
+    }
+
+    async fn source_page(&self) -> Option<&str> {
+        self.meta().source_page.as_deref()
+    }
+
+    async fn support_level(&self) -> SupportLevelEnum {
+        match self.meta().support_level {
+            SupportLevel::Normal => SupportLevelEnum::Normal,
+            SupportLevel::Experimental => SupportLevelEnum::Experimental,
+            SupportLevel::Deprecated => SupportLevelEnum::Deprecated,
+            SupportLevel::Community => SupportLevelEnum::Community,
+            SupportLevel::Unknown => SupportLevelEnum::Unknown,
+        }
+    }
+
+    async fn dns_records(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<Vec<DnsRecord>>> {
+        let _ = ctx;
+        Err(unavailable(CONFIGURING))
+    }
+
+    async fn storage_usage(&self, ctx: &Context<'_>) -> async_graphql::Result<ServiceStorageUsage> {
+        let _ = ctx;
+        Err(unavailable(CONFIGURING))
+    }
+
+    async fn configuration(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<Vec<ConfigItem>>> {
+        let _ = ctx;
+        Err(unavailable(CONFIGURING))
+    }
+
+    async fn backup_snapshots(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<Vec<SnapshotInfo>>> {
+        let _ = ctx;
+        Err(unavailable("Backups"))
+    }
+}
+
+impl From<ServiceStatus> for ServiceStatusEnum {
+    fn from(status: ServiceStatus) -> Self {
+        match status {
+            ServiceStatus::Active => ServiceStatusEnum::Active,
+            ServiceStatus::Reloading => ServiceStatusEnum::Reloading,
+            ServiceStatus::Inactive => ServiceStatusEnum::Inactive,
+            ServiceStatus::Failed => ServiceStatusEnum::Failed,
+            ServiceStatus::Activating => ServiceStatusEnum::Activating,
+            ServiceStatus::Deactivating => ServiceStatusEnum::Deactivating,
+            ServiceStatus::Off => ServiceStatusEnum::Off,
+        }
+    }
 }
 
 // Implements `StorageUsageInterface` (see storage.rs).
@@ -83,7 +212,7 @@ pub struct ServiceStorageUsage {
     pub used_space: String,
     pub volume: Option<StorageVolume>,
     pub title: String,
-    pub service: Option<Box<Service>>,
+    pub service: Option<Service>,
 }
 
 #[derive(SimpleObject, Clone, Debug)]
@@ -157,12 +286,31 @@ pub struct Services;
 #[Object]
 impl Services {
     async fn all_services(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Service>> {
-        let _ = ctx;
-        Err(unavailable(SERVICES))
+        let services = app(ctx)
+            .services
+            .list()
+            .await
+            .map_err(|f| async_graphql::Error::new(f.message.get(locale(ctx))))?;
+        Ok(services.into_iter().map(|s| Service(Arc::new(s))).collect())
     }
 }
 
 // ---- Mutation namespace ----
+
+fn service_return(
+    ctx: &Context<'_>,
+    outcome: Outcome<ServiceView>,
+    en: &str,
+    ru: &str,
+) -> ServiceMutationReturn {
+    match outcome {
+        Ok(view) => ServiceMutationReturn::new(
+            Status::ok(200, say(ctx, en, ru)),
+            Some(Service(Arc::new(view))),
+        ),
+        Err(failure) => ServiceMutationReturn::new(Status::failed(&failure, locale(ctx)), None),
+    }
+}
 
 // `Mutation.services`.
 #[derive(Default)]
@@ -193,8 +341,16 @@ impl ServicesMutations {
         ctx: &Context<'_>,
         service_id: String,
     ) -> async_graphql::Result<ServiceMutationReturn> {
-        let _ = (ctx, service_id);
-        Err(unavailable(SERVICES))
+        let outcome = app(ctx)
+            .services
+            .control(&service_id, UnitAction::Stop)
+            .await;
+        Ok(service_return(
+            ctx,
+            outcome,
+            "Service stopped.",
+            "Сервис остановлен.",
+        ))
     }
 
     pub async fn start_service(
@@ -202,8 +358,16 @@ impl ServicesMutations {
         ctx: &Context<'_>,
         service_id: String,
     ) -> async_graphql::Result<ServiceMutationReturn> {
-        let _ = (ctx, service_id);
-        Err(unavailable(SERVICES))
+        let outcome = app(ctx)
+            .services
+            .control(&service_id, UnitAction::Start)
+            .await;
+        Ok(service_return(
+            ctx,
+            outcome,
+            "Service started.",
+            "Сервис запущен.",
+        ))
     }
 
     pub async fn restart_service(
@@ -211,8 +375,16 @@ impl ServicesMutations {
         ctx: &Context<'_>,
         service_id: String,
     ) -> async_graphql::Result<ServiceMutationReturn> {
-        let _ = (ctx, service_id);
-        Err(unavailable(SERVICES))
+        let outcome = app(ctx)
+            .services
+            .control(&service_id, UnitAction::Restart)
+            .await;
+        Ok(service_return(
+            ctx,
+            outcome,
+            "Service restarted.",
+            "Сервис перезапущен.",
+        ))
     }
 
     pub async fn set_service_configuration(

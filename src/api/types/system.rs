@@ -5,17 +5,19 @@
 //! Plain `//` comments on GraphQL items: doc comments would become schema
 //! descriptions, which the reference schema does not have.
 
-use crate::api::errors::unavailable;
+use crate::api::auth::app;
+use crate::api::errors::{Status, locale, say, unavailable};
 use crate::api::scalars::DateTime;
+use crate::api::types::jobs::ApiJob;
 use crate::api::types::returns::{
     AutoUpgradeSettingsMutationReturn, GenericJobMutationReturn, GenericMutationReturn,
     SshSettingsMutationReturn, TimezoneMutationReturn,
 };
+use crate::domain::error::Failure;
+use crate::domain::system::rebuild::RebuildKind;
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
 
 const SETTINGS: &str = "System settings";
-const REBUILDS: &str = "System rebuilds";
-const REBOOT: &str = "Reboot";
 
 // ---- Data types ----
 
@@ -170,9 +172,9 @@ impl System {
         Err(unavailable(SETTINGS))
     }
 
+    // True while a rebuild, upgrade or rollback runs.
     async fn busy(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
-        let _ = ctx;
-        Err(unavailable(SETTINGS))
+        Ok(app(ctx).rebuilds.is_running())
     }
 
     async fn working_directory(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
@@ -182,6 +184,21 @@ impl System {
 }
 
 // ---- Mutation namespace ----
+
+fn rebuild_return(
+    ctx: &Context<'_>,
+    kind: RebuildKind,
+    en: &str,
+    ru: &str,
+) -> GenericJobMutationReturn {
+    match app(ctx).rebuilds.start(kind, None) {
+        Ok(job) => GenericJobMutationReturn::new(
+            Status::ok(200, say(ctx, en, ru)),
+            Some(ApiJob::from_job(&job, locale(ctx))),
+        ),
+        Err(failure) => GenericJobMutationReturn::new(Status::failed(&failure, locale(ctx)), None),
+    }
+}
 
 // `Mutation.system`.
 #[derive(Default)]
@@ -220,32 +237,73 @@ impl SystemMutations {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<GenericJobMutationReturn> {
-        let _ = ctx;
-        Err(unavailable(REBUILDS))
+        Ok(rebuild_return(
+            ctx,
+            RebuildKind::Rebuild,
+            "Starting system rebuild",
+            "Запущена пересборка системы",
+        ))
     }
 
+    // The schema gives this one no job field; the job is still made and
+    // shows in `jobs` and `jobUpdates`.
     pub async fn run_system_rollback(
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<GenericMutationReturn> {
-        let _ = ctx;
-        Err(unavailable(REBUILDS))
+        let result = rebuild_return(
+            ctx,
+            RebuildKind::Rollback,
+            "Starting system rollback",
+            "Запущен откат системы",
+        );
+        Ok(result.into())
     }
 
     pub async fn run_system_upgrade(
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<GenericJobMutationReturn> {
-        let _ = ctx;
-        Err(unavailable(REBUILDS))
+        Ok(rebuild_return(
+            ctx,
+            RebuildKind::Upgrade,
+            "Starting system upgrade",
+            "Запущено обновление системы",
+        ))
     }
 
     pub async fn reboot_system(
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<GenericMutationReturn> {
-        let _ = ctx;
-        Err(unavailable(REBOOT))
+        let app = app(ctx);
+        if app.rebuilds.is_running() {
+            let failure = Failure::conflict(
+                "A system rebuild is running; reboot when it has finished",
+                "Идёт пересборка системы; перезагрузите сервер, когда она закончится",
+            );
+            return Ok(Status::failed(&failure, locale(ctx)).into());
+        }
+        let outcome = match app.systemd.get().await {
+            Ok(systemd) => systemd.reboot().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        Ok(match outcome {
+            Ok(()) => Status::ok(
+                200,
+                say(
+                    ctx,
+                    "System reboot has started",
+                    "Перезагрузка системы началась",
+                ),
+            )
+            .into(),
+            Err(e) => Status::failed(
+                &Failure::internal("asking systemd to reboot", e),
+                locale(ctx),
+            )
+            .into(),
+        })
     }
 
     pub async fn pull_repository_changes(
@@ -261,7 +319,7 @@ impl SystemMutations {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<GenericJobMutationReturn> {
         let _ = ctx;
-        Err(unavailable(REBUILDS))
+        Err(unavailable("Nix garbage collection"))
     }
 
     pub async fn set_dns_provider(

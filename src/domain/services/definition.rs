@@ -1,0 +1,306 @@
+//! The sp-module definition format (`/etc/sp-modules/<id>`), as generated
+//! from each module flake's `meta` and options by the NixOS configuration.
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Definition {
+    pub meta: Meta,
+    pub options: BTreeMap<String, OptionDefinition>,
+    /// Configuration paths the module reads (older generator versions).
+    #[serde(default)]
+    pub config_paths_needed: Vec<Vec<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_description() -> String {
+    "No description found!".into()
+}
+
+fn default_backup_description() -> String {
+    "No backup description found!".into()
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Meta {
+    pub id: String,
+    pub name: String,
+    #[serde(default = "default_description")]
+    pub description: String,
+    /// Raw SVG text.
+    #[serde(default)]
+    pub svg_icon: String,
+    #[serde(default = "yes")]
+    pub show_url: bool,
+    #[serde(default)]
+    pub primary_subdomain: Option<String>,
+    #[serde(default)]
+    pub is_movable: bool,
+    #[serde(default)]
+    pub is_required: bool,
+    #[serde(default = "yes")]
+    pub can_be_backed_up: bool,
+    #[serde(default = "default_backup_description")]
+    pub backup_description: String,
+    pub systemd_services: Vec<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub folders: Vec<String>,
+    #[serde(default)]
+    pub owned_folders: Vec<OwnedFolder>,
+    #[serde(default)]
+    pub postgre_databases: Vec<String>,
+    #[serde(default)]
+    pub license: Vec<License>,
+    #[serde(default)]
+    pub homepage: Option<String>,
+    #[serde(default)]
+    pub source_page: Option<String>,
+    #[serde(default)]
+    pub support_level: SupportLevel,
+    #[serde(default)]
+    pub sso: Option<Sso>,
+}
+
+impl Meta {
+    /// The service's system user: `user`, or the id.
+    pub fn user(&self) -> &str {
+        self.user.as_deref().unwrap_or(&self.id)
+    }
+
+    /// The service's group: `group`, or the user.
+    pub fn group(&self) -> &str {
+        self.group.as_deref().unwrap_or_else(|| self.user())
+    }
+
+    /// Every data folder: `folders` and the paths of `ownedFolders`.
+    pub fn all_folders(&self) -> Vec<&str> {
+        self.folders
+            .iter()
+            .map(String::as_str)
+            .chain(self.owned_folders.iter().map(|f| f.path.as_str()))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct OwnedFolder {
+    pub path: String,
+    pub owner: String,
+    pub group: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct License {
+    pub deprecated: bool,
+    pub free: bool,
+    pub full_name: String,
+    pub redistributable: bool,
+    pub short_name: String,
+    #[serde(default)]
+    pub spdx_id: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SupportLevel {
+    Normal,
+    Experimental,
+    Deprecated,
+    Community,
+    #[default]
+    Unknown,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Sso {
+    #[serde(default)]
+    pub user_group: Option<String>,
+    #[serde(default)]
+    pub admin_group: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct OptionDefinition {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub default: Value,
+    #[serde(default)]
+    pub meta: Option<OptionMeta>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OptionMeta {
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub widget: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub allow_empty: bool,
+    #[serde(default)]
+    pub options: Vec<String>,
+    #[serde(default)]
+    pub min_value: Option<i64>,
+    #[serde(default)]
+    pub max_value: Option<i64>,
+    #[serde(default)]
+    pub weight: Option<i64>,
+}
+
+/// A definition that cannot be used, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum DefinitionError {
+    #[error("not a valid definition: {0}")]
+    Format(#[from] serde_json::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Definition {
+    /// Parses and checks a definition file named `file_id`.
+    pub fn parse(file_id: &str, bytes: &[u8]) -> Result<Definition, DefinitionError> {
+        let definition: Definition = serde_json::from_slice(bytes)?;
+        definition.check(file_id)?;
+        Ok(definition)
+    }
+
+    fn check(&self, file_id: &str) -> Result<(), DefinitionError> {
+        let invalid = |why: String| Err(DefinitionError::Invalid(why));
+        let id = &self.meta.id;
+        let id_ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && !id.starts_with('-');
+        if !id_ok {
+            return invalid(format!(
+                "meta.id {id:?} must be lowercase letters, digits, '-' or '_'"
+            ));
+        }
+        if id != file_id {
+            return invalid(format!(
+                "meta.id {id:?} differs from the file name {file_id:?}"
+            ));
+        }
+        for unit in &self.meta.systemd_services {
+            if unit.is_empty() || unit.contains('/') || !unit.contains('.') {
+                return invalid(format!("{unit:?} is not a systemd unit name"));
+            }
+        }
+        if self.meta.is_movable && !self.options.contains_key("location") {
+            return invalid("the service is movable but has no `location` option".into());
+        }
+        for (key, option) in &self.options {
+            let Some(meta) = &option.meta else { continue };
+            match meta.kind.as_deref() {
+                None | Some("enable" | "location" | "string" | "bool" | "enum" | "int") => {}
+                Some(other) => return invalid(format!("option {key}: unknown type {other:?}")),
+            }
+            if meta.widget.as_deref() == Some("subdomain") && meta.regex.is_none() {
+                return invalid(format!("option {key}: a subdomain option needs a regex"));
+            }
+            if let Some(pattern) = &meta.regex
+                && regex_lite::Regex::new(pattern).is_err()
+            {
+                return invalid(format!("option {key}: invalid regex {pattern:?}"));
+            }
+            if meta.kind.as_deref() == Some("enum") && meta.options.is_empty() {
+                return invalid(format!("option {key}: an enum option needs options"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The names of the options whose widget is `subdomain`.
+    pub fn subdomain_options(&self) -> Vec<&str> {
+        self.options
+            .iter()
+            .filter(|(_, o)| o.meta.as_ref().and_then(|m| m.widget.as_deref()) == Some("subdomain"))
+            .map(|(k, _)| k.as_str())
+            .collect()
+    }
+
+    /// The option that gives the service's address: `primarySubdomain` if
+    /// it names a subdomain option, otherwise the first one.
+    pub fn primary_subdomain_option(&self) -> Option<&str> {
+        let options = self.subdomain_options();
+        match &self.meta.primary_subdomain {
+            Some(primary) if options.contains(&primary.as_str()) => Some(primary.as_str()),
+            _ => options.first().copied(),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn example(id: &str) -> String {
+        serde_json::json!({
+            "meta": {
+                "id": id, "name": "Echo", "systemdServices": [format!("{id}.service")],
+                "isMovable": true, "folders": [format!("/var/lib/{id}")],
+                "license": [{"deprecated": false, "free": true, "fullName": "MIT License",
+                             "redistributable": true, "shortName": "mit", "spdxId": "MIT",
+                             "url": "https://spdx.org/licenses/MIT.html"}],
+                "supportLevel": "community"
+            },
+            "options": {
+                "enable": {"name": "enable", "default": false, "meta": {"type": "enable"}},
+                "location": {"name": "location", "default": null, "meta": {"type": "location"}},
+                "subdomain": {"name": "subdomain", "default": id, "description": "Subdomain",
+                              "meta": {"type": "string", "widget": "subdomain", "weight": 0,
+                                       "regex": "[A-Za-z0-9][A-Za-z0-9-]{0,61}[A-Za-z0-9]"}}
+            }
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn parses_with_documented_defaults() {
+        let d = Definition::parse("echo", example("echo").as_bytes()).unwrap();
+        assert!(d.meta.show_url && d.meta.can_be_backed_up && !d.meta.is_required);
+        assert_eq!(d.meta.user(), "echo");
+        assert_eq!(d.meta.group(), "echo");
+        assert_eq!(d.meta.support_level, SupportLevel::Community);
+        assert_eq!(d.meta.backup_description, "No backup description found!");
+        assert_eq!(d.primary_subdomain_option(), Some("subdomain"));
+    }
+
+    #[test]
+    fn rejects_broken_definitions_with_a_reason() {
+        let wrong_name = Definition::parse("other", example("echo").as_bytes()).unwrap_err();
+        assert!(wrong_name.to_string().contains("file name"));
+        let mut movable = serde_json::from_str::<Value>(&example("echo")).unwrap();
+        movable["options"]
+            .as_object_mut()
+            .unwrap()
+            .remove("location");
+        let err = Definition::parse("echo", movable.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("movable"));
+        assert!(Definition::parse("echo", b"{\"meta\":{}}").is_err());
+        let mut path_id = serde_json::from_str::<Value>(&example("echo")).unwrap();
+        path_id["meta"]["id"] = "../etc".into();
+        assert!(Definition::parse("../etc", path_id.to_string().as_bytes()).is_err());
+    }
+}

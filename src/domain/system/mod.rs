@@ -1,0 +1,3 @@
+//! The system as a whole: rebuilds of the NixOS configuration, reboot.
+
+pub mod rebuild;

@@ -1,0 +1,69 @@
+//! The systemd journal, read through `journalctl` (present on every systemd
+//! host; no C library binding needed).
+
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// New lines of one unit's journal as they are written. Stops (kills
+/// journalctl) when dropped.
+pub struct Follower {
+    _child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Follower {
+    /// Starts following before the unit is started, so no line is missed.
+    pub fn start(unit: &str) -> std::io::Result<Follower> {
+        let mut child = Command::new("journalctl")
+            .args([
+                "--follow",
+                "--lines=0",
+                "--output=cat",
+                "--no-pager",
+                "--unit",
+                unit,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        Ok(Follower {
+            _child: child,
+            lines: BufReader::new(stdout).lines(),
+        })
+    }
+
+    pub async fn next_line(&mut self) -> Option<String> {
+        self.lines.next_line().await.ok().flatten()
+    }
+}
+
+/// The last `count` lines a unit logged in its latest run (by invocation
+/// id when known), oldest first.
+pub async fn last_lines(unit: &str, invocation_id: Option<&str>, count: usize) -> Vec<String> {
+    let mut command = Command::new("journalctl");
+    command.args(["--output=cat", "--no-pager", "--lines", &count.to_string()]);
+    match invocation_id {
+        Some(id) => command.arg(format!("_SYSTEMD_INVOCATION_ID={id}")),
+        None => command.args(["--unit", unit]),
+    };
+    match command
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .await
+    {
+        Ok(output) => String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(unit, "reading the journal: {e}");
+            Vec::new()
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Side effects on the operating system, each behind a small adapter that
+//! tests point at the testbed: systemd over D-Bus, the journal, the
+//! userdata file, the sp-module definitions.
+
+pub mod journal;
+pub mod sp_modules;
+pub mod systemd;
+pub mod userdata;

@@ -1,0 +1,499 @@
+//! systemd over D-Bus: one connection, hand-written proxies, and a cache of
+//! unit states kept fresh by signals, so reading a status costs no round
+//! trip.
+
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue};
+use zbus::{Connection, MatchRule, MessageStream, proxy};
+
+#[proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+trait Manager {
+    fn subscribe(&self) -> zbus::Result<()>;
+    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+
+    #[zbus(signal)]
+    fn job_removed(
+        &self,
+        id: u32,
+        job: OwnedObjectPath,
+        unit: String,
+        result: String,
+    ) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn unit_new(&self, id: String, unit: OwnedObjectPath) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn unit_removed(&self, id: String, unit: OwnedObjectPath) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn reloading(&self, active: bool) -> zbus::Result<()>;
+}
+
+#[proxy(
+    interface = "org.freedesktop.login1.Manager",
+    default_service = "org.freedesktop.login1",
+    default_path = "/org/freedesktop/login1"
+)]
+trait Login {
+    fn reboot(&self, interactive: bool) -> zbus::Result<()>;
+}
+
+#[proxy(
+    interface = "org.freedesktop.DBus.Properties",
+    default_service = "org.freedesktop.systemd1"
+)]
+trait Properties {
+    fn get_all(&self, interface: &str) -> zbus::Result<HashMap<String, OwnedValue>>;
+}
+
+const UNIT_INTERFACE: &str = "org.freedesktop.systemd1.Unit";
+const UNIT_PATH_PREFIX: &str = "/org/freedesktop/systemd1/unit";
+
+/// A unit as systemd reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UnitState {
+    /// `loaded`, `not-found`, `masked`, `error`...
+    pub load_state: String,
+    /// `active`, `inactive`, `failed`, `activating`, `deactivating`, `reloading`.
+    pub active_state: String,
+    pub sub_state: String,
+}
+
+/// What a finished systemd job reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// `done`
+    Done,
+    /// `failed`, `dependency`, `canceled`, `timeout`, `skipped`...
+    Failed(String),
+    /// The job did not finish in time; it may still be running.
+    TimedOut,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    #[error("D-Bus: {0}")]
+    Bus(#[from] zbus::Error),
+    #[error("D-Bus: {0}")]
+    Fdo(#[from] zbus::fdo::Error),
+}
+
+struct Cache {
+    /// Tracked units by name.
+    units: HashMap<String, UnitState>,
+}
+
+/// The systemd adapter. Cloning shares the connection and the cache.
+#[derive(Clone)]
+pub struct Systemd {
+    connection: Connection,
+    cache: Arc<RwLock<Cache>>,
+    /// Units to read again. Signal handlers never call D-Bus themselves:
+    /// a handler waiting for a reply while its own signals pile up would
+    /// stall the connection.
+    stale: tokio::sync::mpsc::UnboundedSender<Stale>,
+}
+
+enum Stale {
+    Unit(String),
+    All,
+}
+
+impl Systemd {
+    /// Connects to the bus at `address`, or the system bus, and starts
+    /// following unit changes.
+    pub async fn connect(address: Option<&str>) -> Result<Systemd, SystemdError> {
+        let connection = match address {
+            Some(address) => zbus::connection::Builder::address(address)?.build().await?,
+            None => Connection::system().await?,
+        };
+        let (stale, stale_units) = tokio::sync::mpsc::unbounded_channel();
+        let systemd = Systemd {
+            connection,
+            cache: Arc::new(RwLock::new(Cache {
+                units: HashMap::new(),
+            })),
+            stale,
+        };
+        systemd.manager().await?.subscribe().await?;
+        systemd.spawn_refresher(stale_units);
+        systemd.follow_changes().await?;
+        Ok(systemd)
+    }
+
+    /// Reads stale units again, one batch at a time, duplicates merged.
+    fn spawn_refresher(&self, mut stale_units: tokio::sync::mpsc::UnboundedReceiver<Stale>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some(first) = stale_units.recv().await {
+                let mut all = false;
+                let mut names = std::collections::BTreeSet::new();
+                let mut note = |item: Stale| match item {
+                    Stale::All => all = true,
+                    Stale::Unit(name) => {
+                        names.insert(name);
+                    }
+                };
+                note(first);
+                while let Ok(item) = stale_units.try_recv() {
+                    note(item);
+                }
+                if all {
+                    names.extend(this.tracked());
+                }
+                for name in names {
+                    this.refresh(&name).await;
+                }
+            }
+        });
+    }
+
+    fn mark_stale(&self, item: Stale) {
+        let _ = self.stale.send(item);
+    }
+
+    async fn manager(&self) -> Result<ManagerProxy<'static>, SystemdError> {
+        Ok(ManagerProxy::new(&self.connection).await?)
+    }
+
+    fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
+        self.cache.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_cache(&self) -> std::sync::RwLockWriteGuard<'_, Cache> {
+        self.cache.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The states of these units: from the cache, asking systemd only for
+    /// units seen for the first time (they are then followed by signals).
+    pub async fn unit_states(&self, names: &[String]) -> HashMap<String, UnitState> {
+        let missing: Vec<String> = {
+            let cache = self.read_cache();
+            names
+                .iter()
+                .filter(|n| !cache.units.contains_key(n.as_str()))
+                .cloned()
+                .collect()
+        };
+        for name in missing {
+            self.refresh(&name).await;
+        }
+        let cache = self.read_cache();
+        names
+            .iter()
+            .filter_map(|n| cache.units.get(n).map(|s| (n.clone(), s.clone())))
+            .collect()
+    }
+
+    /// Reads a unit's state from systemd into the cache. A unit systemd
+    /// cannot load is cached as `not-found`.
+    async fn refresh(&self, name: &str) {
+        let state = match self.fetch(name).await {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(unit = name, "reading unit state: {e}");
+                UnitState {
+                    load_state: "not-found".into(),
+                    active_state: "inactive".into(),
+                    sub_state: "dead".into(),
+                }
+            }
+        };
+        self.write_cache().units.insert(name.to_owned(), state);
+    }
+
+    async fn fetch(&self, name: &str) -> Result<UnitState, SystemdError> {
+        let path = self.manager().await?.load_unit(name).await?;
+        let properties = PropertiesProxy::builder(&self.connection)
+            .path(path)?
+            .build()
+            .await?
+            .get_all(UNIT_INTERFACE)
+            .await?;
+        let text = |key: &str| {
+            properties
+                .get(key)
+                .and_then(|v| String::try_from(v.clone()).ok())
+                .unwrap_or_default()
+        };
+        Ok(UnitState {
+            load_state: text("LoadState"),
+            active_state: text("ActiveState"),
+            sub_state: text("SubState"),
+        })
+    }
+
+    /// Units the cache follows.
+    fn tracked(&self) -> Vec<String> {
+        self.read_cache().units.keys().cloned().collect()
+    }
+
+    fn is_tracked(&self, name: &str) -> bool {
+        self.read_cache().units.contains_key(name)
+    }
+
+    /// Keeps the cache fresh: property changes of unit objects, units that
+    /// appear or are garbage-collected, and daemon reloads (which may change
+    /// what a unit is, so every followed unit is read again).
+    async fn follow_changes(&self) -> Result<(), SystemdError> {
+        let rule = MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface("org.freedesktop.DBus.Properties")?
+            .member("PropertiesChanged")?
+            .path_namespace(UNIT_PATH_PREFIX)?
+            .build();
+        let mut changes = MessageStream::for_match_rule(rule, &self.connection, None).await?;
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = changes.next().await {
+                let Some(path) = message.header().path().map(|p| p.to_string()) else {
+                    continue;
+                };
+                let Some(name) = unit_name_from_path(&path) else {
+                    continue;
+                };
+                if !this.is_tracked(&name) {
+                    continue;
+                }
+                let body = message.body();
+                let Ok((interface, changed, invalidated)) =
+                    body.deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>()
+                else {
+                    continue;
+                };
+                if interface != UNIT_INTERFACE {
+                    continue;
+                }
+                if !invalidated.is_empty() {
+                    this.mark_stale(Stale::Unit(name));
+                    continue;
+                }
+                let mut cache = this.write_cache();
+                if let Some(state) = cache.units.get_mut(&name) {
+                    for (key, value) in changed {
+                        let Ok(text) = String::try_from(value) else {
+                            continue;
+                        };
+                        match key.as_str() {
+                            "LoadState" => state.load_state = text,
+                            "ActiveState" => state.active_state = text,
+                            "SubState" => state.sub_state = text,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            tracing::error!("systemd property change stream ended");
+        });
+
+        let manager = self.manager().await?;
+        let mut new_units = manager.receive_unit_new().await?;
+        let mut removed_units = manager.receive_unit_removed().await?;
+        let mut reloads = manager.receive_reloading().await?;
+        let mut jobs = manager.receive_job_removed().await?;
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(signal) = new_units.next() => {
+                        if let Ok(args) = signal.args() && this.is_tracked(&args.id) {
+                            this.mark_stale(Stale::Unit(args.id.clone()));
+                        }
+                    }
+                    Some(signal) = removed_units.next() => {
+                        // Garbage collection: the unit is inactive, and still
+                        // exists (or not) as before.
+                        if let Ok(args) = signal.args()
+                            && let Some(state) = this.write_cache().units.get_mut(&args.id)
+                        {
+                            state.active_state = "inactive".into();
+                            state.sub_state = "dead".into();
+                        }
+                    }
+                    Some(signal) = reloads.next() => {
+                        if let Ok(args) = signal.args() && !args.active {
+                            this.mark_stale(Stale::All);
+                        }
+                    }
+                    Some(signal) = jobs.next() => {
+                        if let Ok(args) = signal.args() && this.is_tracked(&args.unit) {
+                            this.mark_stale(Stale::Unit(args.unit.clone()));
+                        }
+                    }
+                    else => break,
+                }
+            }
+            tracing::error!("systemd manager signal stream ended");
+        });
+        Ok(())
+    }
+
+    /// Starts, stops or restarts a unit and waits for systemd's job to end.
+    pub async fn run_job(
+        &self,
+        action: UnitAction,
+        unit: &str,
+        timeout: Duration,
+    ) -> Result<JobOutcome, SystemdError> {
+        let manager = self.manager().await?;
+        // Listen before asking, so the job's end cannot slip past.
+        let mut removed = manager.receive_job_removed().await?;
+        let job = match action {
+            UnitAction::Start => manager.start_unit(unit, "replace").await?,
+            UnitAction::Stop => manager.stop_unit(unit, "replace").await?,
+            UnitAction::Restart => manager.restart_unit(unit, "replace").await?,
+        };
+        let wait = async {
+            while let Some(signal) = removed.next().await {
+                if let Ok(args) = signal.args()
+                    && args.job == job
+                {
+                    return Some(args.result);
+                }
+            }
+            None
+        };
+        let outcome = match tokio::time::timeout(timeout, wait).await {
+            Ok(Some(result)) if result == "done" => JobOutcome::Done,
+            Ok(Some(result)) => JobOutcome::Failed(result),
+            Ok(None) => JobOutcome::Failed("lost connection to systemd".into()),
+            Err(_) => JobOutcome::TimedOut,
+        };
+        self.refresh(unit).await;
+        Ok(outcome)
+    }
+
+    /// Reboots through logind, or through systemd if logind is absent.
+    pub async fn reboot(&self) -> Result<(), SystemdError> {
+        match LoginProxy::new(&self.connection).await?.reboot(false).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::warn!("logind reboot failed ({e}); asking systemd for reboot.target");
+                self.manager()
+                    .await?
+                    .start_unit("reboot.target", "replace-irreversibly")
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// A unit's properties of one interface (`Slice`, `Service`...).
+    pub async fn unit_properties(
+        &self,
+        unit: &str,
+        interface: &str,
+    ) -> Result<HashMap<String, OwnedValue>, SystemdError> {
+        let path = self.manager().await?.load_unit(unit).await?;
+        Ok(PropertiesProxy::builder(&self.connection)
+            .path(path)?
+            .build()
+            .await?
+            .get_all(interface)
+            .await?)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitAction {
+    Start,
+    Stop,
+    Restart,
+}
+
+/// systemd's object path for a unit: bytes outside `[A-Za-z0-9]` (and a
+/// leading digit) become `_xx`.
+pub fn unit_path(name: &str) -> String {
+    let mut path = String::from(UNIT_PATH_PREFIX);
+    path.push('/');
+    for (i, byte) in name.bytes().enumerate() {
+        if byte.is_ascii_alphabetic() || (byte.is_ascii_digit() && i > 0) {
+            path.push(byte as char);
+        } else {
+            path.push_str(&format!("_{byte:02x}"));
+        }
+    }
+    path
+}
+
+/// The unit name encoded in a unit object path.
+pub fn unit_name_from_path(path: &str) -> Option<String> {
+    let encoded = path.strip_prefix(UNIT_PATH_PREFIX)?.strip_prefix('/')?;
+    let bytes = encoded.as_bytes();
+    let mut name = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'_' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            name.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            name.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(name).ok()
+}
+
+/// The systemd connection, made on first use and kept: the daemon starts
+/// (and answers what it can) even while the bus is unreachable.
+pub struct SystemdLink {
+    address: Option<String>,
+    connection: tokio::sync::OnceCell<Systemd>,
+}
+
+impl SystemdLink {
+    pub fn new(address: Option<String>) -> Self {
+        SystemdLink {
+            address,
+            connection: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub async fn get(&self) -> Result<&Systemd, SystemdError> {
+        self.connection
+            .get_or_try_init(|| Systemd::connect(self.address.as_deref()))
+            .await
+    }
+}
+
+impl Systemd {
+    /// The id of a unit's latest run, which tags its journal lines.
+    pub async fn invocation_id(&self, unit: &str) -> Option<String> {
+        let properties = self.unit_properties(unit, UNIT_INTERFACE).await.ok()?;
+        let bytes = Vec::<u8>::try_from(properties.get("InvocationID")?.clone()).ok()?;
+        if bytes.is_empty() {
+            return None;
+        }
+        Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_paths_round_trip() {
+        assert_eq!(
+            unit_path("sp-nixos-rebuild.service"),
+            "/org/freedesktop/systemd1/unit/sp_2dnixos_2drebuild_2eservice"
+        );
+        assert_eq!(
+            unit_path("1x.slice"),
+            "/org/freedesktop/systemd1/unit/_31x_2eslice"
+        );
+        for name in ["a-b.service", "1x.slice", "foo@bar_baz.service"] {
+            assert_eq!(unit_name_from_path(&unit_path(name)).as_deref(), Some(name));
+        }
+        assert_eq!(unit_name_from_path("/org/freedesktop/systemd1/job/1"), None);
+    }
+}

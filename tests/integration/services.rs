@@ -1,0 +1,328 @@
+//! Services controlled over D-Bus, in a real systemd (the testbed): status
+//! from the units, start/stop/restart, units changed behind the daemon's
+//! back, rebuild jobs.
+
+use crate::support::*;
+use crate::testbed::{Setup, Testbed, module};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const SERVICES: &str = "{ services { allServices { id displayName description svgIcon isMovable isRequired isEnabled isSystemService canBeBackedUp backupDescription status url homepage sourcePage license { free fullName redistributable shortName url } supportLevel } } }";
+
+fn setup() -> Setup<'static> {
+    Setup {
+        modules: vec![
+            ("echo", module("echo", &["echo.service"], json!({}))),
+            (
+                "web",
+                module(
+                    "web",
+                    &["web.service", "web-worker.service"],
+                    json!({"primarySubdomain": "subdomain"}),
+                ),
+            ),
+            (
+                "idle",
+                module("idle", &["idle.service"], json!({"showUrl": false})),
+            ),
+        ],
+        userdata: json!({
+            "domain": "example.org", "hostname": "testbed", "timezone": "Etc/UTC",
+            "modules": {"echo": {"enable": true}, "web": {"enable": true, "subdomain": "www"}, "idle": {"enable": false}},
+            "unknownKey": {"kept": true}
+        }),
+        volumes: vec![],
+    }
+}
+
+async fn services(client: &Client) -> Vec<Value> {
+    let r = client.query(SERVICES, json!({})).await;
+    assert_no_errors(&r);
+    r["data"]["services"]["allServices"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn status_of(client: &Client, id: &str) -> String {
+    services(client)
+        .await
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap()["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn job_by_uid(client: &Client, uid: &str) -> Value {
+    let r = client
+        .query("query($id: String!) { jobs { getJob(jobId: $id) { uid typeId status statusText progress error result } } }", json!({"id": uid}))
+        .await;
+    r["data"]["jobs"]["getJob"].clone()
+}
+
+async fn rebuild(client: &Client) -> Value {
+    let r = client
+        .query("mutation { system { runSystemRebuild { success message code job { uid typeId status } } } }", json!({}))
+        .await;
+    r["data"]["system"]["runSystemRebuild"].clone()
+}
+
+async fn wait_job_done(client: &Client, uid: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = job_by_uid(client, uid).await;
+        if job["status"] == "FINISHED" || job["status"] == "ERROR" {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {uid} did not end: {job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn services_report_their_units_and_follow_rebuilds_start_stop_and_kills() {
+    let testbed = Testbed::up(setup());
+    let client = testbed.start_daemon().await;
+
+    // Before any rebuild no unit exists: every service is OFF.
+    let list = services(&client).await;
+    let ids: Vec<_> = list.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["echo", "idle", "web"]);
+    assert!(list.iter().all(|s| s["status"] == "OFF"), "{list:?}");
+    let echo = &list[0];
+    assert_eq!(echo["displayName"], "echo (test)");
+    assert_eq!(echo["isEnabled"], true);
+    assert_eq!(echo["supportLevel"], "NORMAL");
+    assert_eq!(echo["license"][0]["shortName"], "mit");
+    assert_eq!(echo["url"], "https://echo.example.org");
+    assert_eq!(
+        list[2]["url"], "https://www.example.org",
+        "subdomain from userdata"
+    );
+    assert!(list[1]["url"].is_null(), "showUrl false");
+    assert_eq!(
+        String::from_utf8(base64_decode(echo["svgIcon"].as_str().unwrap())).unwrap(),
+        "<svg xmlns=\"http://www.w3.org/2000/svg\"/>"
+    );
+
+    // A rebuild job applies userdata: the enabled modules' units run.
+    let started = rebuild(&client).await;
+    assert_eq!(started["code"], 200, "{started}");
+    assert_eq!(started["job"]["typeId"], "system.nixos.rebuild");
+    let job = wait_job_done(&client, started["job"]["uid"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(job["progress"], 100);
+    assert_eq!(testbed.unit_state("echo.service"), "active");
+    assert_eq!(status_of(&client, "echo").await, "ACTIVE");
+    assert_eq!(status_of(&client, "web").await, "ACTIVE");
+    assert_eq!(status_of(&client, "idle").await, "OFF");
+
+    // Killed behind the daemon's back: FAILED in the next query (within 1 s).
+    testbed.run(&["systemctl", "kill", "--signal=KILL", "echo.service"]);
+    wait_for_status(&client, "echo", "FAILED", Duration::from_secs(1)).await;
+    // One of two units stopped: the worst state wins.
+    testbed.run(&["systemctl", "stop", "web-worker.service"]);
+    wait_for_status(&client, "web", "INACTIVE", Duration::from_secs(1)).await;
+
+    // The app's mutations wait for systemd and report what is true.
+    let start = "mutation($id: String!) { services { startService(serviceId: $id) { success message code service { id status } } } }";
+    let r = client.query(start, json!({"id": "echo"})).await;
+    let result = &r["data"]["services"]["startService"];
+    assert_eq!(result["code"], 200, "{r}");
+    assert_eq!(result["service"]["status"], "ACTIVE");
+    assert_eq!(testbed.unit_state("echo.service"), "active");
+
+    let stop = "mutation($id: String!) { services { stopService(serviceId: $id) { success message code service { status } } } }";
+    let r = client.query(stop, json!({"id": "echo"})).await;
+    assert_eq!(
+        r["data"]["services"]["stopService"]["service"]["status"], "INACTIVE",
+        "{r}"
+    );
+    assert_eq!(testbed.unit_state("echo.service"), "inactive");
+
+    let pid_before = testbed.run(&["systemctl", "show", "-P", "MainPID", "web.service"]);
+    let r = client
+        .query(
+            "mutation { restartService(serviceId: \"web\") { success code message } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r["data"]["restartService"]["code"], 200, "flat twin: {r}");
+    let pid_after = testbed.run(&["systemctl", "show", "-P", "MainPID", "web.service"]);
+    assert_ne!(pid_before, pid_after, "the unit really restarted");
+    assert_eq!(
+        status_of(&client, "web").await,
+        "ACTIVE",
+        "both units run again"
+    );
+
+    // Refusals are data, with codes.
+    let r = client.query(start, json!({"id": "idle"})).await;
+    assert_eq!(
+        r["data"]["services"]["startService"]["code"], 409,
+        "disabled: {r}"
+    );
+    let r = client.query(start, json!({"id": "nope"})).await;
+    assert_eq!(r["data"]["services"]["startService"]["code"], 404);
+    assert_eq!(
+        r["data"]["services"]["startService"]["message"],
+        "Service not found"
+    );
+}
+
+async fn wait_for_status(client: &Client, id: &str, status: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = status_of(client, id).await;
+        if now == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} is {now}, expected {status} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_failed_rebuild_ends_in_error_with_the_lines_and_rebuilds_never_overlap() {
+    let testbed = Testbed::up(setup());
+    let client = testbed.start_daemon().await;
+
+    // A slow rebuild: a second one, and a reboot, are refused meanwhile.
+    std::fs::write(testbed.path("/etc/nixos/.standin-delay"), "2").unwrap();
+    let first = rebuild(&client).await;
+    assert_eq!(first["code"], 200);
+    let second = rebuild(&client).await;
+    assert_eq!(second["code"], 409, "{second}");
+    assert!(second["message"].as_str().unwrap().contains("not queued"));
+    let busy = client.query("{ system { busy } }", json!({})).await;
+    assert_eq!(busy["data"]["system"]["busy"], true);
+    let r = client
+        .query("mutation { system { rebootSystem { code } } }", json!({}))
+        .await;
+    assert_eq!(r["data"]["system"]["rebootSystem"]["code"], 409);
+    let uid = first["job"]["uid"].as_str().unwrap();
+    // The journal reaches the job as status text while it runs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let job = job_by_uid(&client, uid).await;
+        if job["statusText"]
+            .as_str()
+            .is_some_and(|t| t.contains("derivations will be built") || t.contains("building"))
+        {
+            assert!(job["progress"].as_i64().unwrap() >= 10, "{job}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no journal line in the job: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(wait_job_done(&client, uid).await["status"], "FINISHED");
+    std::fs::remove_file(testbed.path("/etc/nixos/.standin-delay")).unwrap();
+
+    // Told to fail: ERROR with the failing lines.
+    std::fs::write(
+        testbed.path("/etc/nixos/.standin-fail"),
+        "error: syntax error, unexpected '}'",
+    )
+    .unwrap();
+    let failed = rebuild(&client).await;
+    let job = wait_job_done(&client, failed["job"]["uid"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "ERROR", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("failed with exit code 1"), "{error}");
+    assert!(error.contains("syntax error, unexpected"), "{error}");
+    let busy = client.query("{ system { busy } }", json!({})).await;
+    assert_eq!(busy["data"]["system"]["busy"], false);
+
+    // Upgrade and rollback are jobs too.
+    std::fs::remove_file(testbed.path("/etc/nixos/.standin-fail")).unwrap();
+    let r = client
+        .query(
+            "mutation { system { runSystemUpgrade { code job { uid typeId } } } }",
+            json!({}),
+        )
+        .await;
+    let upgrade = &r["data"]["system"]["runSystemUpgrade"];
+    assert_eq!(upgrade["job"]["typeId"], "system.nixos.upgrade");
+    assert_eq!(
+        wait_job_done(&client, upgrade["job"]["uid"].as_str().unwrap()).await["status"],
+        "FINISHED"
+    );
+    let r = client
+        .query(
+            "mutation { system { runSystemRollback { code message } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r["data"]["system"]["runSystemRollback"]["code"], 200, "{r}");
+    let r = client
+        .query("{ jobs { getJobs { uid typeId status } } }", json!({}))
+        .await;
+    let rollback = r["data"]["jobs"]["getJobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["typeId"] == "system.nixos.rollback")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        wait_job_done(&client, rollback["uid"].as_str().unwrap()).await["status"],
+        "FINISHED"
+    );
+}
+
+#[tokio::test]
+async fn catalogue_changes_are_picked_up_and_broken_definitions_skipped() {
+    let testbed = Testbed::up(setup());
+    let client = testbed.start_daemon().await;
+    std::fs::write(testbed.path("/etc/sp-modules/broken"), "{ \"meta\": ").unwrap();
+    std::fs::write(
+        testbed.path("/etc/sp-modules/extra"),
+        module("extra", &["extra.service"], json!({})),
+    )
+    .unwrap();
+    let mut wrong =
+        serde_json::from_str::<Value>(&module("wrongid", &["x.service"], json!({}))).unwrap();
+    wrong["meta"]["id"] = "../../etc".into();
+    std::fs::write(testbed.path("/etc/sp-modules/wrongid"), wrong.to_string()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let ids: Vec<String> = services(&client)
+            .await
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect();
+        if ids.contains(&"extra".to_owned()) {
+            assert_eq!(ids, ["echo", "extra", "idle", "web"]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new definition not picked up: {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = testbed.run(&["journalctl", "-u", "selfprivacy-api", "--no-pager"]);
+    assert!(
+        log.contains("skipping a broken sp-module definition"),
+        "{log}"
+    );
+    assert!(
+        log.contains("differs from the file name") || log.contains("must be lowercase"),
+        "{log}"
+    );
+}

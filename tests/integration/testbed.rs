@@ -1,0 +1,212 @@
+//! A throwaway real-systemd server (scripts/testbed) with the daemon running
+//! inside it as a systemd unit, as on a NixOS server. Torn down on drop,
+//! loop devices included, even when the test fails.
+
+use crate::support::{BIN, Client, free_port};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+const DAEMON_DIR: &str = "/opt/selfprivacy-api";
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed/testbed")
+}
+
+pub struct Testbed {
+    pub name: String,
+    pub env: HashMap<String, String>,
+    _inputs: tempfile::TempDir,
+}
+
+/// What a testbed starts with.
+pub struct Setup<'a> {
+    /// (id, definition JSON) for /etc/sp-modules.
+    pub modules: Vec<(&'a str, String)>,
+    pub userdata: Value,
+    pub volumes: Vec<&'a str>,
+}
+
+impl Testbed {
+    pub fn up(setup: Setup<'_>) -> Testbed {
+        let name = format!(
+            "it{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let inputs = tempfile::tempdir().unwrap();
+        let modules = inputs.path().join("sp-modules");
+        std::fs::create_dir(&modules).unwrap();
+        for (id, definition) in &setup.modules {
+            std::fs::write(modules.join(id), definition).unwrap();
+        }
+        let userdata = inputs.path().join("userdata.json");
+        std::fs::write(
+            &userdata,
+            serde_json::to_string_pretty(&setup.userdata).unwrap(),
+        )
+        .unwrap();
+        let bin_dir = Path::new(BIN).parent().unwrap();
+        let mut command = Command::new(script());
+        command
+            .args(["up", "--name", &name, "--modules-dir"])
+            .arg(&modules)
+            .arg("--userdata")
+            .arg(&userdata)
+            .arg("--bind-ro")
+            .arg(format!("{}:{DAEMON_DIR}", bin_dir.display()));
+        for volume in &setup.volumes {
+            command.args(["--volume", volume]);
+        }
+        let output = command.output().unwrap();
+        let testbed = Testbed {
+            name,
+            env: parse_env(&output.stdout),
+            _inputs: inputs,
+        };
+        assert!(
+            output.status.success(),
+            "testbed up failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        testbed
+    }
+
+    /// The container's root, seen from the host.
+    pub fn root(&self) -> PathBuf {
+        PathBuf::from(&self.env["TESTBED_ROOT"])
+    }
+
+    /// A file inside the container.
+    pub fn path(&self, inside: &str) -> PathBuf {
+        self.root().join(inside.trim_start_matches('/'))
+    }
+
+    /// Runs a command inside the container.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new(script())
+            .args(["exec", "--name", &self.name, "--"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a command inside and returns its trimmed stdout; panics if it fails.
+    pub fn run(&self, args: &[&str]) -> String {
+        let output = self.exec(args);
+        assert!(
+            output.status.success(),
+            "{args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// `systemctl is-active UNIT` inside.
+    pub fn unit_state(&self, unit: &str) -> String {
+        String::from_utf8_lossy(&self.exec(&["systemctl", "is-active", unit]).stdout)
+            .trim()
+            .to_owned()
+    }
+
+    /// Starts the daemon inside as a `Type=notify` unit and returns a
+    /// client with a fresh token.
+    pub async fn start_daemon(&self) -> Client {
+        let binary = format!("{DAEMON_DIR}/selfprivacy-api");
+        let token = self.run(&[
+            &binary,
+            "token",
+            "new",
+            "--device",
+            "tests",
+            "--state-dir",
+            "/var/lib/selfprivacy-api",
+        ]);
+        let port = free_port();
+        self.run(&[
+            "systemd-run",
+            "--unit=selfprivacy-api",
+            "--property=Type=notify",
+            "--setenv=RUST_LOG=info",
+            &binary,
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--state-dir",
+            "/var/lib/selfprivacy-api",
+        ]);
+        let client = Client::new(port, &token);
+        assert!(
+            client.wait_ready(Duration::from_secs(20)).await,
+            "the daemon did not answer; journal:\n{}",
+            self.run(&[
+                "journalctl",
+                "-u",
+                "selfprivacy-api",
+                "--no-pager",
+                "-n",
+                "30"
+            ])
+        );
+        client
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let output = Command::new(script())
+            .args(["down", "--name", &self.name])
+            .output();
+        if let Ok(output) = output
+            && !output.status.success()
+        {
+            eprintln!(
+                "testbed down failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+}
+
+fn parse_env(stdout: &[u8]) -> HashMap<String, String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// A module definition in the generated format, for tests (hand-written
+/// test fixtures; the example modules' definitions come from `nix eval`).
+pub fn module(id: &str, units: &[&str], extra_meta: Value) -> String {
+    let mut meta = serde_json::json!({
+        "id": id,
+        "name": format!("{id} (test)"),
+        "description": format!("Test module {id}"),
+        "svgIcon": "<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
+        "systemdServices": units,
+        "homepage": "https://example.org",
+        "license": [{"deprecated": false, "free": true, "fullName": "MIT License",
+                     "redistributable": true, "shortName": "mit", "spdxId": "MIT",
+                     "url": "https://spdx.org/licenses/MIT.html"}],
+        "supportLevel": "normal"
+    });
+    if let Value::Object(extra) = extra_meta {
+        meta.as_object_mut().unwrap().extend(extra);
+    }
+    serde_json::json!({
+        "meta": meta,
+        "options": {
+            "enable": {"name": "enable", "default": false, "description": "Enable", "meta": {"type": "enable"}},
+            "subdomain": {"name": "subdomain", "default": id, "description": "Subdomain",
+                "meta": {"type": "string", "widget": "subdomain", "weight": 0,
+                         "regex": "[A-Za-z0-9][A-Za-z0-9-]{0,61}[A-Za-z0-9]"}}
+        }
+    })
+    .to_string()
+}
