@@ -4,9 +4,9 @@
 use crate::config::Config;
 use crate::domain::clock::Clock;
 use crate::domain::jobs::JobRegistry;
-use crate::domain::services::Services;
 use crate::domain::services::catalogue::Catalogue;
-use crate::domain::system::rebuild::{RebuildUnits, Rebuilds};
+use crate::domain::services::{Services, ServicesSetup};
+use crate::domain::system::rebuild::{AppliedConfig, RebuildUnits, Rebuilds};
 use crate::domain::tokens::{AuthThrottle, TokenService};
 use crate::os::systemd::SystemdLink;
 use crate::os::userdata::UserdataFile;
@@ -33,12 +33,20 @@ impl App {
         let jobs = Arc::new(JobRegistry::load(store, clock.clone())?);
         let systemd = Arc::new(SystemdLink::new(config.dbus_address.clone()));
         let userdata = Arc::new(UserdataFile::new(config.userdata_file.clone()));
-        let services = Services::new(
-            Catalogue::new(config.sp_modules_dir.clone()),
+        let applied_userdata = userdata.clone();
+        let applied = AppliedConfig {
             userdata,
-            systemd.clone(),
-            Duration::from_secs(config.unit_timeout_secs),
-        );
+            files: vec![
+                (
+                    config.userdata_file.clone(),
+                    config.state_dir.join("applied-userdata.json"),
+                ),
+                (
+                    config.nixos_config_dir.join("flake.nix"),
+                    config.state_dir.join("applied-flake.nix"),
+                ),
+            ],
+        };
         let rebuilds = Arc::new(Rebuilds::new(
             systemd.clone(),
             jobs.clone(),
@@ -48,7 +56,22 @@ impl App {
                 rollback: config.rollback_unit.clone(),
             },
             Duration::from_secs(config.rebuild_timeout_secs),
+            Duration::from_millis(config.rebuild_debounce_ms),
+            applied,
         ));
+        let services = Services::new(
+            Catalogue::new(config.sp_modules_dir.clone()),
+            applied_userdata,
+            systemd.clone(),
+            rebuilds.clone(),
+            Duration::from_secs(config.unit_timeout_secs),
+            ServicesSetup {
+                flake: config.nixos_config_dir.join("flake.nix"),
+                module_url_template: config.module_url_template.clone(),
+                public_ipv4: config.public_ipv4,
+                public_ipv6: config.public_ipv6,
+            },
+        );
         Ok(Arc::new(App {
             config,
             clock,

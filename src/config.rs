@@ -29,6 +29,15 @@ pub struct Config {
     pub unit_timeout_secs: u64,
     /// How long a rebuild, upgrade or rollback may take.
     pub rebuild_timeout_secs: u64,
+    /// How long a rebuild started by a configuration change waits for more
+    /// changes to join it (the app sends a batch one mutation at a time).
+    pub rebuild_debounce_ms: u64,
+    /// Where a module is installed from: a flake URL with `{id}`.
+    pub module_url_template: String,
+    /// The server's public addresses for DNS records (default: found on
+    /// the network interfaces).
+    pub public_ipv4: Option<std::net::Ipv4Addr>,
+    pub public_ipv6: Option<std::net::Ipv6Addr>,
     /// The units that run `nixos-rebuild` (shipped by the NixOS module).
     pub rebuild_unit: String,
     pub upgrade_unit: String,
@@ -47,6 +56,10 @@ impl Default for Config {
             dbus_address: None,
             unit_timeout_secs: 120,
             rebuild_timeout_secs: 3600,
+            rebuild_debounce_ms: 1500,
+            module_url_template: "git+https://git.selfprivacy.org/SelfPrivacy/selfprivacy-nixos-config.git?ref=flakes&dir=sp-modules/{id}".into(),
+            public_ipv4: None,
+            public_ipv6: None,
             rebuild_unit: "sp-nixos-rebuild.service".into(),
             upgrade_unit: "sp-nixos-upgrade.service".into(),
             rollback_unit: "sp-nixos-rollback.service".into(),

@@ -2,7 +2,10 @@
 //! tests point at the testbed: systemd over D-Bus, the journal, the
 //! userdata file, the sp-module definitions.
 
+pub mod disks;
+pub mod files;
 pub mod journal;
+pub mod network;
 pub mod sp_modules;
 pub mod systemd;
 pub mod userdata;

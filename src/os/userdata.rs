@@ -4,8 +4,6 @@
 //! daemon does not know.
 
 use serde_json::Value;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -88,40 +86,14 @@ impl UserdataFile {
     }
 
     fn write(&self, document: &Value) -> Result<(), UserdataError> {
-        let err = |source| UserdataError::Write {
-            path: self.path.clone(),
-            source,
-        };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
         let mut text = serde_json::to_string_pretty(document).expect("JSON values serialize");
         text.push('\n');
-        let mode = std::fs::metadata(&self.path)
-            .map(|m| m.permissions().mode() & 0o7777)
-            .unwrap_or(0o600);
-        let tmp = dir.join(format!(
-            ".{}.{}.tmp",
-            self.path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("userdata"),
-            std::process::id()
-        ));
-        let written = (|| {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(mode)
-                .open(&tmp)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            std::fs::File::open(dir)?.sync_all()
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written.map_err(err)
+        super::files::write_atomically(&self.path, text.as_bytes(), 0o600).map_err(|source| {
+            UserdataError::Write {
+                path: self.path.clone(),
+                source,
+            }
+        })
     }
 }
 

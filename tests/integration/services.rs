@@ -199,18 +199,24 @@ async fn a_failed_rebuild_ends_in_error_with_the_lines_and_rebuilds_never_overla
     let testbed = Testbed::up(setup());
     let client = testbed.start_daemon().await;
 
-    // A slow rebuild: a second one, and a reboot, are refused meanwhile.
+    // A slow rebuild: another rebuild is queued behind it (once, however
+    // often asked), an upgrade and a reboot are refused meanwhile.
     std::fs::write(testbed.path("/etc/nixos/.standin-delay"), "2").unwrap();
     let first = rebuild(&client).await;
     assert_eq!(first["code"], 200);
     let second = rebuild(&client).await;
-    assert_eq!(second["code"], 409, "{second}");
-    assert!(second["message"].as_str().unwrap().contains("not queued"));
+    assert_eq!(second["code"], 200, "{second}");
+    assert!(second["message"].as_str().unwrap().starts_with("Queued"), "{second}");
+    assert_eq!(second["job"]["status"], "CREATED");
+    assert_ne!(second["job"]["uid"], first["job"]["uid"]);
+    let third = rebuild(&client).await;
+    assert_eq!(third["job"]["uid"], second["job"]["uid"], "coalesced");
     let busy = client.query("{ system { busy } }", json!({})).await;
     assert_eq!(busy["data"]["system"]["busy"], true);
-    let r = client
-        .query("mutation { system { rebootSystem { code } } }", json!({}))
-        .await;
+    let r = client.query("mutation { system { runSystemUpgrade { code message } } }", json!({})).await;
+    assert_eq!(r["data"]["system"]["runSystemUpgrade"]["code"], 409, "{r}");
+    assert!(r["data"]["system"]["runSystemUpgrade"]["message"].as_str().unwrap().contains("not queued"));
+    let r = client.query("mutation { system { rebootSystem { code } } }", json!({})).await;
     assert_eq!(r["data"]["system"]["rebootSystem"]["code"], 409);
     let uid = first["job"]["uid"].as_str().unwrap();
     // The journal reaches the job as status text while it runs.
@@ -231,6 +237,8 @@ async fn a_failed_rebuild_ends_in_error_with_the_lines_and_rebuilds_never_overla
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(wait_job_done(&client, uid).await["status"], "FINISHED");
+    let queued = wait_job_done(&client, second["job"]["uid"].as_str().unwrap()).await;
+    assert_eq!(queued["status"], "FINISHED", "the queued rebuild ran after: {queued}");
     std::fs::remove_file(testbed.path("/etc/nixos/.standin-delay")).unwrap();
 
     // Told to fail: ERROR with the failing lines.

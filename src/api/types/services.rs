@@ -14,16 +14,15 @@ use crate::api::types::storage::StorageVolume;
 use crate::api::types::system::DnsRecord;
 use crate::domain::error::Outcome;
 use crate::domain::services::ServiceView;
+use crate::domain::services::config::{Kind, Setting};
 use crate::domain::services::definition::{Meta, SupportLevel};
 use crate::domain::services::status::ServiceStatus;
+use crate::domain::system::rebuild::{Accepted, Schedule};
 use crate::os::systemd::UnitAction;
 use async_graphql::{Context, Enum, InputObject, Interface, Object, SimpleObject};
 use base64::Engine;
 use std::sync::Arc;
 
-const SERVICES: &str = "Service management";
-const CONFIGURING: &str = "Service configuration";
-const INSTALLING: &str = "Installing services";
 const MOVING: &str = "Moving services between volumes";
 
 // ---- Data types ----
@@ -103,8 +102,10 @@ impl Service {
     }
 
     async fn is_installed(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
-        let _ = ctx;
-        Err(unavailable(INSTALLING))
+        app(ctx)
+            .services
+            .is_installed(self.0.id())
+            .map_err(|f| graphql_error(ctx, &f))
     }
 
     // Services from sp-modules are never system services.
@@ -166,21 +167,52 @@ impl Service {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<Option<Vec<DnsRecord>>> {
-        let _ = ctx;
-        Err(unavailable(CONFIGURING))
+        let records = app(ctx)
+            .services
+            .dns_records(&self.0)
+            .map_err(|f| graphql_error(ctx, &f))?;
+        Ok(Some(
+            records
+                .into_iter()
+                .map(|r| DnsRecord {
+                    record_type: r.record_type.to_owned(),
+                    name: r.name,
+                    content: r.content,
+                    ttl: r.ttl,
+                    priority: None,
+                    display_name: r.display_name,
+                })
+                .collect(),
+        ))
     }
 
-    async fn storage_usage(&self, ctx: &Context<'_>) -> async_graphql::Result<ServiceStorageUsage> {
-        let _ = ctx;
-        Err(unavailable(CONFIGURING))
+    async fn storage_usage(&self, ctx: &Context<'_>) -> ServiceStorageUsage {
+        let usage = app(ctx).services.storage_use(&self.0).await;
+        ServiceStorageUsage {
+            used_space: usage.bytes.to_string(),
+            volume: usage.volume.map(|v| StorageVolume {
+                total_space: v.filesystem.total.to_string(),
+                free_space: v.filesystem.free.to_string(),
+                used_space: v.filesystem.used.to_string(),
+                root: v.is_root,
+                name: v.filesystem.name,
+                model: None,
+                serial: None,
+                r#type: v.filesystem.fstype,
+            }),
+            title: self.meta().name.clone(),
+            service: Some(self.clone()),
+        }
     }
 
-    async fn configuration(
-        &self,
-        ctx: &Context<'_>,
-    ) -> async_graphql::Result<Option<Vec<ConfigItem>>> {
-        let _ = ctx;
-        Err(unavailable(CONFIGURING))
+    // The app has no int items: an int setting is a string item whose
+    // regex admits only whole numbers (and its range is in the text).
+    async fn configuration(&self, ctx: &Context<'_>) -> Option<Vec<ConfigItem>> {
+        let settings = app(ctx).services.settings(&self.0);
+        if settings.is_empty() {
+            return None;
+        }
+        Some(settings.into_iter().map(config_item).collect())
     }
 
     async fn backup_snapshots(
@@ -189,6 +221,62 @@ impl Service {
     ) -> async_graphql::Result<Option<Vec<SnapshotInfo>>> {
         let _ = ctx;
         Err(unavailable("Backups"))
+    }
+}
+
+fn graphql_error(
+    ctx: &Context<'_>,
+    failure: &crate::domain::error::Failure,
+) -> async_graphql::Error {
+    async_graphql::Error::new(failure.message.get(locale(ctx)))
+}
+
+fn config_item(setting: Setting) -> ConfigItem {
+    let text = |v: &serde_json::Value| Setting::text(v);
+    match setting.kind {
+        Kind::Bool => ConfigItem::BoolConfigItem(BoolConfigItem {
+            field_id: setting.id,
+            description: setting.description,
+            widget: setting.widget,
+            r#type: "bool".into(),
+            value: setting.value.as_bool().unwrap_or(false),
+            default_value: setting.default.as_bool().unwrap_or(false),
+        }),
+        Kind::Enum { options } => ConfigItem::EnumConfigItem(EnumConfigItem {
+            field_id: setting.id,
+            description: setting.description,
+            widget: setting.widget,
+            r#type: "enum".into(),
+            value: text(&setting.value),
+            default_value: text(&setting.default),
+            options,
+        }),
+        Kind::String { regex, .. } => ConfigItem::StringConfigItem(StringConfigItem {
+            field_id: setting.id,
+            description: setting.description,
+            widget: setting.widget,
+            r#type: "string".into(),
+            value: text(&setting.value),
+            default_value: text(&setting.default),
+            regex,
+        }),
+        Kind::Int { min, max } => {
+            let range = match (min, max) {
+                (Some(a), Some(b)) => format!(" ({a}–{b})"),
+                (Some(a), None) => format!(" (≥ {a})"),
+                (None, Some(b)) => format!(" (≤ {b})"),
+                (None, None) => String::new(),
+            };
+            ConfigItem::StringConfigItem(StringConfigItem {
+                field_id: setting.id,
+                description: format!("{}{range}", setting.description),
+                widget: "text".into(),
+                r#type: "string".into(),
+                value: text(&setting.value),
+                default_value: text(&setting.default),
+                regex: Some(Setting::int_regex(min)),
+            })
+        }
     }
 }
 
@@ -297,6 +385,32 @@ impl Services {
 
 // ---- Mutation namespace ----
 
+/// The result of a configuration change, saying when a rebuild applies it.
+fn changed_return(
+    ctx: &Context<'_>,
+    outcome: Outcome<(ServiceView, Accepted)>,
+    en: &str,
+    ru: &str,
+) -> ServiceMutationReturn {
+    match outcome {
+        Ok((view, accepted)) => {
+            let (when_en, when_ru) = match accepted.schedule {
+                Schedule::Now | Schedule::Shortly => (
+                    "A system rebuild applies it shortly.",
+                    "Пересборка системы применит это в ближайшее время.",
+                ),
+                Schedule::AfterCurrent => (
+                    "Queued: applied by a rebuild after the one under way.",
+                    "В очереди: применится пересборкой после текущей.",
+                ),
+            };
+            let message = say(ctx, &format!("{en} {when_en}"), &format!("{ru} {when_ru}"));
+            ServiceMutationReturn::new(Status::ok(200, message), Some(Service(Arc::new(view))))
+        }
+        Err(failure) => ServiceMutationReturn::new(Status::failed(&failure, locale(ctx)), None),
+    }
+}
+
 fn service_return(
     ctx: &Context<'_>,
     outcome: Outcome<ServiceView>,
@@ -323,8 +437,13 @@ impl ServicesMutations {
         ctx: &Context<'_>,
         service_id: String,
     ) -> async_graphql::Result<ServiceMutationReturn> {
-        let _ = (ctx, service_id);
-        Err(unavailable(SERVICES))
+        let outcome = app(ctx).services.enable(&service_id).await;
+        Ok(changed_return(
+            ctx,
+            outcome,
+            "Service enabled.",
+            "Сервис включён.",
+        ))
     }
 
     pub async fn disable_service(
@@ -332,8 +451,13 @@ impl ServicesMutations {
         ctx: &Context<'_>,
         service_id: String,
     ) -> async_graphql::Result<ServiceMutationReturn> {
-        let _ = (ctx, service_id);
-        Err(unavailable(SERVICES))
+        let outcome = app(ctx).services.disable(&service_id).await;
+        Ok(changed_return(
+            ctx,
+            outcome,
+            "Service disabled.",
+            "Сервис выключен.",
+        ))
     }
 
     pub async fn stop_service(
@@ -392,8 +516,26 @@ impl ServicesMutations {
         ctx: &Context<'_>,
         input: SetServiceConfigurationInput,
     ) -> async_graphql::Result<ServiceMutationReturn> {
-        let _ = (ctx, input);
-        Err(unavailable(SERVICES))
+        let serde_json::Value::Object(changes) = input.configuration.0 else {
+            let failure = crate::domain::error::Failure::bad_input(
+                "The configuration must be an object of setting names and values",
+                "Конфигурация должна быть объектом: имена настроек и значения",
+            );
+            return Ok(ServiceMutationReturn::new(
+                Status::failed(&failure, locale(ctx)),
+                None,
+            ));
+        };
+        let outcome = app(ctx)
+            .services
+            .configure(&input.service_id, changes)
+            .await;
+        Ok(changed_return(
+            ctx,
+            outcome,
+            "Service configuration updated.",
+            "Настройки сервиса обновлены.",
+        ))
     }
 
     pub async fn move_service(

@@ -14,7 +14,7 @@ use crate::api::types::returns::{
     SshSettingsMutationReturn, TimezoneMutationReturn,
 };
 use crate::domain::error::Failure;
-use crate::domain::system::rebuild::RebuildKind;
+use crate::domain::system::rebuild::{RebuildKind, Rebuilds, Schedule};
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
 
 const SETTINGS: &str = "System settings";
@@ -191,11 +191,21 @@ fn rebuild_return(
     en: &str,
     ru: &str,
 ) -> GenericJobMutationReturn {
-    match app(ctx).rebuilds.start(kind, None) {
-        Ok(job) => GenericJobMutationReturn::new(
-            Status::ok(200, say(ctx, en, ru)),
-            Some(ApiJob::from_job(&job, locale(ctx))),
-        ),
+    match app(ctx).rebuilds.start(kind) {
+        Ok(accepted) => {
+            let message = match accepted.schedule {
+                Schedule::AfterCurrent => say(
+                    ctx,
+                    "Queued: the rebuild starts when the one under way has finished",
+                    "В очереди: пересборка начнётся, когда закончится текущая",
+                ),
+                Schedule::Now | Schedule::Shortly => say(ctx, en, ru),
+            };
+            GenericJobMutationReturn::new(
+                Status::ok(200, message),
+                Some(ApiJob::from_job(&accepted.job, locale(ctx))),
+            )
+        }
         Err(failure) => GenericJobMutationReturn::new(Status::failed(&failure, locale(ctx)), None),
     }
 }
@@ -278,11 +288,7 @@ impl SystemMutations {
     ) -> async_graphql::Result<GenericMutationReturn> {
         let app = app(ctx);
         if app.rebuilds.is_running() {
-            let failure = Failure::conflict(
-                "A system rebuild is running; reboot when it has finished",
-                "Идёт пересборка системы; перезагрузите сервер, когда она закончится",
-            );
-            return Ok(Status::failed(&failure, locale(ctx)).into());
+            return Ok(Status::failed(&Rebuilds::busy_failure(), locale(ctx)).into());
         }
         let outcome = match app.systemd.get().await {
             Ok(systemd) => systemd.reboot().await.map_err(|e| e.to_string()),

@@ -2,18 +2,27 @@
 //! (userdata: enabled, settings; systemd: unit states).
 
 pub mod catalogue;
+pub mod config;
 pub mod definition;
+pub mod flake;
 pub mod status;
+pub mod usage;
 
 use super::error::{Failure, FailureKind, Outcome};
 use super::i18n::Text;
+use super::system::rebuild::{Accepted, Rebuilds};
+use crate::os::disks::{self, Filesystem};
 use crate::os::systemd::{JobOutcome, SystemdLink, UnitAction};
 use crate::os::userdata::UserdataFile;
 use catalogue::Catalogue;
+use config::Setting;
 use definition::Definition;
 use serde_json::Value;
 use status::ServiceStatus;
-use std::sync::Arc;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A service as the app sees it at one moment.
@@ -55,11 +64,51 @@ impl ServiceView {
     }
 }
 
+/// Where services get installed from and how the server is reached.
+pub struct ServicesSetup {
+    /// `/etc/nixos/flake.nix`.
+    pub flake: PathBuf,
+    /// The flake URL of a module, with `{id}` for its id.
+    pub module_url_template: String,
+    /// The server's addresses for DNS records (found from the interfaces
+    /// when not set).
+    pub public_ipv4: Option<Ipv4Addr>,
+    pub public_ipv6: Option<Ipv6Addr>,
+}
+
 pub struct Services {
     catalogue: Catalogue,
     userdata: Arc<UserdataFile>,
     systemd: Arc<SystemdLink>,
+    rebuilds: Arc<Rebuilds>,
     unit_timeout: Duration,
+    setup: ServicesSetup,
+    /// The installed modules, by the flake file's identity.
+    installed: Mutex<Option<((u64, u64, i64, u64), Arc<Vec<String>>)>>,
+    usage: Arc<usage::UsageCache>,
+}
+
+/// A DNS record a service needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsRecord {
+    pub record_type: &'static str,
+    pub name: String,
+    pub content: String,
+    pub ttl: i32,
+    pub display_name: String,
+}
+
+/// The disk a service's data takes, and where.
+#[derive(Debug, Clone)]
+pub struct StorageUse {
+    pub bytes: u64,
+    pub volume: Option<Volume>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Volume {
+    pub filesystem: Filesystem,
+    pub is_root: bool,
 }
 
 fn service_not_found() -> Failure {
@@ -71,13 +120,19 @@ impl Services {
         catalogue: Catalogue,
         userdata: Arc<UserdataFile>,
         systemd: Arc<SystemdLink>,
+        rebuilds: Arc<Rebuilds>,
         unit_timeout: Duration,
+        setup: ServicesSetup,
     ) -> Self {
         Services {
             catalogue,
             userdata,
             systemd,
+            rebuilds,
             unit_timeout,
+            setup,
+            installed: Mutex::new(None),
+            usage: Arc::default(),
         }
     }
 
@@ -188,6 +243,197 @@ impl Services {
             }
         }
         self.get(id).await
+    }
+}
+
+impl Services {
+    /// The settings the owner may change, with their values.
+    pub fn settings(&self, service: &ServiceView) -> Vec<Setting> {
+        config::settings(&service.definition, &service.settings)
+    }
+
+    /// Whether the module is an input of /etc/nixos/flake.nix. The file is
+    /// read again only when it changes.
+    pub fn is_installed(&self, id: &str) -> Outcome<bool> {
+        Ok(self.installed_modules()?.iter().any(|m| m == id))
+    }
+
+    fn installed_modules(&self) -> Outcome<Arc<Vec<String>>> {
+        let path = &self.setup.flake;
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Arc::default()),
+            Err(e) => return Err(Failure::internal("reading flake.nix", e)),
+        };
+        let identity = (
+            meta.dev(),
+            meta.ino(),
+            meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+            meta.len(),
+        );
+        let mut cache = self.installed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((known, modules)) = cache.as_ref()
+            && *known == identity
+        {
+            return Ok(modules.clone());
+        }
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Failure::internal("reading flake.nix", e))?;
+        let modules = Arc::new(flake::installed_modules(&text));
+        *cache = Some((identity, modules.clone()));
+        Ok(modules)
+    }
+
+    /// One A (and AAAA) record per subdomain the service uses.
+    pub fn dns_records(&self, service: &ServiceView) -> Outcome<Vec<DnsRecord>> {
+        let (found_v4, found_v6) = crate::os::network::public_addresses();
+        let ipv4 = self.setup.public_ipv4.or(found_v4).ok_or_else(|| {
+            Failure::new(
+                FailureKind::Internal,
+                Text::new(
+                    "The server's public IPv4 address is unknown",
+                    "Публичный IPv4-адрес сервера неизвестен",
+                ),
+            )
+        })?;
+        let ipv6 = self.setup.public_ipv6.or(found_v6);
+        let mut records = Vec::new();
+        for option in service.definition.subdomain_options() {
+            let Some(subdomain) = service.option_value(option) else {
+                continue;
+            };
+            let Some(subdomain) = subdomain.as_str().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let record = |record_type, content: String| DnsRecord {
+                record_type,
+                name: subdomain.to_owned(),
+                content,
+                ttl: 3600,
+                display_name: service.definition.meta.name.clone(),
+            };
+            records.push(record("A", ipv4.to_string()));
+            if let Some(ipv6) = ipv6 {
+                records.push(record("AAAA", ipv6.to_string()));
+            }
+        }
+        Ok(records)
+    }
+
+    /// The size of the service's folders and the filesystem they are on.
+    pub async fn storage_use(&self, service: &ServiceView) -> StorageUse {
+        let folders: Vec<PathBuf> = service
+            .definition
+            .meta
+            .all_folders()
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        let bytes = self.usage.bytes(service.id(), folders.clone()).await;
+        let probe = folders
+            .first()
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let volume = tokio::task::spawn_blocking(move || {
+            let filesystem = disks::filesystem_of(&probe)?;
+            let root = disks::filesystem_of(std::path::Path::new("/"));
+            let is_root = root.is_some_and(|r| r.name == filesystem.name);
+            Some(Volume {
+                filesystem,
+                is_root,
+            })
+        })
+        .await
+        .ok()
+        .flatten();
+        StorageUse { bytes, volume }
+    }
+
+    /// Changes a service's settings and has a rebuild apply them. Every
+    /// value is checked first; one bad value and nothing is written.
+    pub async fn configure(
+        &self,
+        id: &str,
+        changes: serde_json::Map<String, Value>,
+    ) -> Outcome<(ServiceView, Accepted)> {
+        let definition = self.catalogue.get(id).ok_or_else(service_not_found)?;
+        let catalogue = self.catalogue.definitions();
+        let change = Box::new(move |document: &mut Value| {
+            config::apply_settings(&definition, &catalogue, &changes, document)
+        });
+        let accepted = self.rebuilds.change(change)?;
+        Ok((self.get(id).await?, accepted))
+    }
+
+    /// Switches a service on: installs its module if it is not an input of
+    /// the flake yet, sets `enable` (and a location, if it needs one), and
+    /// has a rebuild apply it.
+    pub async fn enable(&self, id: &str) -> Outcome<(ServiceView, Accepted)> {
+        let definition = self.catalogue.get(id).ok_or_else(service_not_found)?;
+        if !self.is_installed(id)? {
+            self.install(id)?;
+        }
+        let root_volume = disks::filesystem_of(std::path::Path::new("/")).map(|f| f.name);
+        let change = Box::new(move |document: &mut Value| {
+            let needs_location = definition.options.contains_key("location");
+            let module = config::module_entry(document, &definition.meta.id)?;
+            module.insert("enable".into(), Value::Bool(true));
+            if needs_location && module.get("location").is_none_or(Value::is_null) {
+                if let Some(root) = &root_volume {
+                    module.insert("location".into(), Value::String(root.clone()));
+                }
+            }
+            Ok(())
+        });
+        let accepted = self.rebuilds.change(change)?;
+        Ok((self.get(id).await?, accepted))
+    }
+
+    /// Switches a service off (refused for required services).
+    pub async fn disable(&self, id: &str) -> Outcome<(ServiceView, Accepted)> {
+        let definition = self.catalogue.get(id).ok_or_else(service_not_found)?;
+        if definition.meta.is_required {
+            return Err(Failure::bad_input(
+                format!(
+                    "{} is required by the server and cannot be disabled",
+                    definition.meta.name
+                ),
+                format!(
+                    "{} нужен серверу, его нельзя выключить",
+                    definition.meta.name
+                ),
+            ));
+        }
+        let service_id = definition.meta.id.clone();
+        let change = Box::new(move |document: &mut Value| {
+            config::module_entry(document, &service_id)?
+                .insert("enable".into(), Value::Bool(false));
+            Ok(())
+        });
+        let accepted = self.rebuilds.change(change)?;
+        Ok((self.get(id).await?, accepted))
+    }
+
+    /// Adds the module's `sp-module-<id>` input to flake.nix, keeping the
+    /// rest of the file as it is. A failed rebuild puts the old file back.
+    fn install(&self, id: &str) -> Outcome<()> {
+        let path = &self.setup.flake;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Failure::internal("reading flake.nix", e))?;
+        let url = self.setup.module_url_template.replace("{id}", id);
+        let edited = flake::add_module_input(&text, id, &url).map_err(|e| {
+            Failure::new(
+                FailureKind::Internal,
+                Text::new(
+                    format!("Cannot add the module to {}: {e:?}", path.display()),
+                    format!("Не удалось добавить модуль в {}: {e:?}", path.display()),
+                ),
+            )
+        })?;
+        crate::os::files::write_atomically(path, edited.as_bytes(), 0o644)
+            .map_err(|e| Failure::internal("writing flake.nix", e))?;
+        tracing::info!(module = id, url, "installed module as a flake input");
+        Ok(())
     }
 }
 

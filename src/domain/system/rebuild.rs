@@ -8,8 +8,12 @@
 use crate::domain::error::{Failure, Outcome};
 use crate::domain::i18n::Text;
 use crate::domain::jobs::{Job, JobRegistry, JobStatus, JobUpdate};
+use crate::os::files::copy_atomically;
 use crate::os::journal;
 use crate::os::systemd::{JobOutcome, SystemdLink, UnitAction};
+use crate::os::userdata::UserdataFile;
+use serde_json::Value;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,17 +75,99 @@ impl RebuildKind {
     }
 }
 
-/// Called when a rebuild ends, with whether it succeeded (the catalogue
-/// uses it to keep userdata in step with what runs).
-pub type AfterRebuild = Box<dyn FnOnce(bool) + Send>;
+/// A change to the declared configuration (userdata), checked against the
+/// document it is applied to: the same check runs when the change is made
+/// and, if it was queued behind a running rebuild, when it is applied.
+pub type ConfigChange = Box<dyn Fn(&mut Value) -> Outcome<()> + Send + Sync>;
+
+/// When an accepted change or rebuild request takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// A rebuild starts now.
+    Now,
+    /// A rebuild starts in a moment; changes made meanwhile join it.
+    Shortly,
+    /// Queued: applied by a rebuild that starts when the one under way ends.
+    AfterCurrent,
+}
+
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub job: Job,
+    pub schedule: Schedule,
+}
+
+enum Phase {
+    Idle,
+    /// A rebuild job is created and starts at `at` (changes coalesce).
+    Scheduled {
+        job: String,
+    },
+    Running {
+        /// The follow-up rebuild's job and the changes it will apply.
+        pending: Option<(String, Vec<ConfigChange>)>,
+    },
+}
+
+/// The files of the declared configuration, each with a copy of what the
+/// running system was built from (restored when a rebuild fails).
+pub struct AppliedConfig {
+    pub userdata: Arc<UserdataFile>,
+    /// (live file, copy) pairs: userdata.json, flake.nix.
+    pub files: Vec<(PathBuf, PathBuf)>,
+}
+
+impl AppliedConfig {
+    /// Takes the current files as applied if no copy exists yet (the
+    /// system was built from them by the installer or a rebuild before
+    /// this daemon kept copies).
+    pub fn initialize(&self) {
+        for (live, copy) in &self.files {
+            if !copy.exists() && live.exists() {
+                if let Err(e) = copy_atomically(live, copy) {
+                    tracing::error!(file = %live.display(), "keeping an applied copy: {e}");
+                }
+            }
+        }
+    }
+
+    fn save(&self) {
+        for (live, copy) in &self.files {
+            if live.exists() {
+                if let Err(e) = copy_atomically(live, copy) {
+                    tracing::error!(file = %live.display(), "keeping an applied copy: {e}");
+                }
+            }
+        }
+    }
+
+    /// Puts back what the running system was built from; false if a copy
+    /// was missing or could not be restored.
+    fn restore(&self) -> bool {
+        let mut all = true;
+        for (live, copy) in &self.files {
+            if !copy.exists() {
+                all = false;
+                continue;
+            }
+            if let Err(e) = copy_atomically(copy, live) {
+                tracing::error!(file = %live.display(), "restoring the applied configuration: {e}");
+                all = false;
+            }
+        }
+        all
+    }
+}
 
 pub struct Rebuilds {
     systemd: Arc<SystemdLink>,
     jobs: Arc<JobRegistry>,
     units: RebuildUnits,
     run_timeout: Duration,
-    /// The uid of the job of the rebuild under way.
-    running: Mutex<Option<String>>,
+    /// How long a scheduled rebuild waits for more changes to join.
+    debounce: Duration,
+    config: AppliedConfig,
+    phase: Mutex<Phase>,
 }
 
 impl Rebuilds {
@@ -90,54 +176,276 @@ impl Rebuilds {
         jobs: Arc<JobRegistry>,
         units: RebuildUnits,
         run_timeout: Duration,
+        debounce: Duration,
+        config: AppliedConfig,
     ) -> Self {
+        config.initialize();
         Rebuilds {
             systemd,
             jobs,
             units,
             run_timeout,
-            running: Mutex::new(None),
+            debounce,
+            config,
+            phase: Mutex::new(Phase::Idle),
         }
     }
 
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// True while a rebuild runs or is about to start.
     pub fn is_running(&self) -> bool {
-        self.slot().is_some()
+        !matches!(*self.phase(), Phase::Idle)
     }
 
-    /// The refusal a change to the configuration gets while a rebuild runs.
+    /// The refusal an upgrade, rollback or reboot gets during a rebuild.
     pub fn busy_failure() -> Failure {
         Failure::conflict(
-            "A system rebuild is running; try again when it has finished (the change was not queued)",
-            "Идёт пересборка системы; повторите, когда она закончится (изменение не поставлено в очередь)",
+            "A system rebuild is running; try again when it has finished (the request was not queued)",
+            "Идёт пересборка системы; повторите, когда она закончится (запрос не поставлен в очередь)",
         )
     }
 
-    /// Starts a rebuild of `kind` as a job, or refuses with 409 if one is
-    /// already running. `after` runs when it ends.
-    pub fn start(self: &Arc<Self>, kind: RebuildKind, after: Option<AfterRebuild>) -> Outcome<Job> {
-        let mut slot = self.slot();
-        if slot.is_some() {
-            return Err(Self::busy_failure());
+    fn create_job(&self, kind: RebuildKind) -> Outcome<Job> {
+        self.jobs
+            .create(kind.type_id(), kind.name(), kind.description())
+    }
+
+    fn note(&self, uid: &str, text: Text) {
+        self.update(
+            uid,
+            JobUpdate {
+                status_text: Some(text),
+                ..Default::default()
+            },
+        );
+    }
+
+    /// Changes the declared configuration and has it applied by a rebuild:
+    /// one starting shortly (so a batch of changes from the app is built
+    /// once), or, during a rebuild, one queued behind it. Invalid changes
+    /// are refused before anything is written or queued.
+    pub fn change(self: &Arc<Self>, change: ConfigChange) -> Outcome<Accepted> {
+        let mut phase = self.phase();
+        match &mut *phase {
+            Phase::Running { pending } => {
+                // Check now against the current file, apply later.
+                let mut preview = self.read_userdata()?;
+                change(&mut preview)?;
+                let job = match pending {
+                    Some((uid, changes)) => {
+                        changes.push(change);
+                        self.jobs.get(uid).ok_or_else(|| {
+                            Failure::internal("queueing a change", "the queued job vanished")
+                        })?
+                    }
+                    None => {
+                        let job = self.create_job(RebuildKind::Rebuild)?;
+                        self.note(&job.uid, queued_text());
+                        *pending = Some((job.uid.clone(), vec![change]));
+                        job
+                    }
+                };
+                Ok(Accepted {
+                    job,
+                    schedule: Schedule::AfterCurrent,
+                })
+            }
+            Phase::Scheduled { job } => {
+                self.apply_now(&change)?;
+                let job = self.jobs.get(job).ok_or_else(|| {
+                    Failure::internal("scheduling a rebuild", "the scheduled job vanished")
+                })?;
+                Ok(Accepted {
+                    job,
+                    schedule: Schedule::Shortly,
+                })
+            }
+            Phase::Idle => {
+                self.apply_now(&change)?;
+                let job = self.create_job(RebuildKind::Rebuild)?;
+                self.note(
+                    &job.uid,
+                    Text::new(
+                        "Starting in a moment; further changes join this rebuild",
+                        "Начнётся через мгновение; следующие изменения войдут в эту пересборку",
+                    ),
+                );
+                *phase = Phase::Scheduled {
+                    job: job.uid.clone(),
+                };
+                let this = self.clone();
+                let uid = job.uid.clone();
+                let debounce = self.debounce;
+                tokio::spawn(async move {
+                    tokio::time::sleep(debounce).await;
+                    this.start_scheduled(&uid);
+                });
+                Ok(Accepted {
+                    job,
+                    schedule: Schedule::Shortly,
+                })
+            }
         }
-        let job = self
-            .jobs
-            .create(kind.type_id(), kind.name(), kind.description())?;
-        *slot = Some(job.uid.clone());
-        drop(slot);
+    }
+
+    fn read_userdata(&self) -> Outcome<Value> {
+        self.config
+            .userdata
+            .read()
+            .map_err(|e| Failure::internal("reading userdata", e))
+    }
+
+    fn apply_now(&self, change: &ConfigChange) -> Outcome<()> {
+        self.config
+            .userdata
+            .update(|document| change(document))
+            .map_err(|e| Failure::internal("writing userdata", e))?
+    }
+
+    /// Starts the scheduled rebuild, if it is still waiting.
+    fn start_scheduled(self: &Arc<Self>, uid: &str) {
+        let mut phase = self.phase();
+        if matches!(&*phase, Phase::Scheduled { job } if job == uid) {
+            *phase = Phase::Running { pending: None };
+            drop(phase);
+            self.spawn_run(RebuildKind::Rebuild, uid.to_owned());
+        }
+    }
+
+    /// Starts a rebuild, upgrade or rollback as a job. A rebuild asked for
+    /// while one is scheduled starts it at once; while one runs, it is
+    /// queued behind it. Upgrades and rollbacks are refused meanwhile.
+    pub fn start(self: &Arc<Self>, kind: RebuildKind) -> Outcome<Accepted> {
+        let mut phase = self.phase();
+        match (&mut *phase, kind) {
+            (Phase::Idle, _) => {
+                let job = self.create_job(kind)?;
+                *phase = Phase::Running { pending: None };
+                drop(phase);
+                self.spawn_run(kind, job.uid.clone());
+                Ok(Accepted {
+                    job,
+                    schedule: Schedule::Now,
+                })
+            }
+            (Phase::Scheduled { job }, RebuildKind::Rebuild) => {
+                let uid = job.clone();
+                *phase = Phase::Running { pending: None };
+                drop(phase);
+                self.spawn_run(kind, uid.clone());
+                let job = self.jobs.get(&uid).ok_or_else(|| {
+                    Failure::internal("starting a rebuild", "the scheduled job vanished")
+                })?;
+                Ok(Accepted {
+                    job,
+                    schedule: Schedule::Now,
+                })
+            }
+            (Phase::Running { pending }, RebuildKind::Rebuild) => {
+                let job = match pending {
+                    Some((uid, _)) => self.jobs.get(uid).ok_or_else(|| {
+                        Failure::internal("queueing a rebuild", "the queued job vanished")
+                    })?,
+                    None => {
+                        let job = self.create_job(kind)?;
+                        self.note(&job.uid, queued_text());
+                        *pending = Some((job.uid.clone(), Vec::new()));
+                        job
+                    }
+                };
+                Ok(Accepted {
+                    job,
+                    schedule: Schedule::AfterCurrent,
+                })
+            }
+            _ => Err(Self::busy_failure()),
+        }
+    }
+
+    fn spawn_run(self: &Arc<Self>, kind: RebuildKind, uid: String) {
         let this = self.clone();
-        let uid = job.uid.clone();
         tokio::spawn(async move {
             let succeeded = this.run(kind, &uid).await;
-            *this.slot() = None;
-            if let Some(after) = after {
-                after(succeeded);
-            }
+            this.finished(kind, &uid, succeeded);
         });
-        Ok(job)
+    }
+
+    /// After a rebuild: keep or restore the applied configuration, then
+    /// start the queued follow-up, if any, with its changes applied.
+    fn finished(self: &Arc<Self>, kind: RebuildKind, uid: &str, succeeded: bool) {
+        if kind != RebuildKind::Rollback {
+            if succeeded {
+                self.config.save();
+            } else if self.config.restore() {
+                self.append_error(
+                    uid,
+                    Text::new(
+                        "The configuration was restored to what the running system was built from.",
+                        "Конфигурация возвращена к той, из которой собрана работающая система.",
+                    ),
+                );
+            } else {
+                self.append_error(
+                    uid,
+                    Text::new(
+                        "The previous configuration could not be restored; see the server log.",
+                        "Не удалось вернуть прежнюю конфигурацию; подробности в журнале сервера.",
+                    ),
+                );
+            }
+        }
+        let mut phase = self.phase();
+        let pending = match &mut *phase {
+            Phase::Running { pending } => pending.take(),
+            _ => None,
+        };
+        let Some((next, changes)) = pending else {
+            *phase = Phase::Idle;
+            return;
+        };
+        let mut refused = Vec::new();
+        for change in &changes {
+            if let Err(failure) = self.apply_now(change) {
+                refused.push(failure.message.en.clone());
+            }
+        }
+        if !refused.is_empty() {
+            self.note(
+                &next,
+                Text::untranslated(format!(
+                    "Some queued changes were not applied: {}",
+                    refused.join("; ")
+                )),
+            );
+        }
+        *phase = Phase::Running { pending: None };
+        drop(phase);
+        self.spawn_run(RebuildKind::Rebuild, next);
+    }
+
+    fn append_error(&self, uid: &str, addition: Text) {
+        let Some(job) = self.jobs.get(uid) else {
+            return;
+        };
+        let Some(error) = job.error else { return };
+        let join = |a: &str, b: &str| format!("{a}\n{b}");
+        let combined = Text {
+            en: join(&error.en, &addition.en),
+            ru: Some(join(
+                error.ru.as_deref().unwrap_or(&error.en),
+                addition.ru.as_deref().unwrap_or(&addition.en),
+            )),
+        };
+        self.update(
+            uid,
+            JobUpdate {
+                error: Some(combined),
+                ..Default::default()
+            },
+        );
     }
 
     fn unit(&self, kind: RebuildKind) -> &str {
@@ -315,6 +623,13 @@ impl Progress {
             self.percent = (self.percent + 1).max(20);
         }
     }
+}
+
+fn queued_text() -> Text {
+    Text::new(
+        "Queued: starts when the rebuild under way has finished",
+        "В очереди: начнётся, когда закончится текущая пересборка",
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,344 @@
+//! The `sp-module-<id>` inputs of `/etc/nixos/flake.nix`: which modules are
+//! installed, and adding one without disturbing anything a person wrote
+//! (comments, other inputs, formatting). Works on the text with a small
+//! Nix lexer that knows strings, comments and interpolation.
+
+/// The installed module ids, in order of appearance.
+pub fn installed_modules(flake: &str) -> Vec<String> {
+    let code = code_only(flake);
+    let mut ids = Vec::new();
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find("sp-module-") {
+        let before = rest[..at].chars().last();
+        let after = &rest[at + "sp-module-".len()..];
+        let id: String = after
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        let starts_identifier =
+            before.is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        if starts_identifier && !id.is_empty() && !ids.contains(&id) {
+            ids.push(id.clone());
+        }
+        rest = &after[id.len()..];
+    }
+    ids
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum EditError {
+    /// No `inputs = { ... }` or `inputs.x = ...` found.
+    NoInputs,
+    /// Unbalanced braces or an unterminated string or comment.
+    Unparsable,
+}
+
+/// `flake` with an input `sp-module-<id>.url = "<url>";` added where the
+/// other inputs are, indented like them. Unchanged if already present.
+pub fn add_module_input(flake: &str, id: &str, url: &str) -> Result<String, EditError> {
+    if installed_modules(flake).iter().any(|m| m == id) {
+        return Ok(flake.to_owned());
+    }
+    let lexed = lex(flake)?;
+    // Form 1: `inputs = { ... };` at the top level of the flake's attrset.
+    if let Some(open) = find_top_level(flake, &lexed, "inputs", '=') {
+        let brace = flake[open..]
+            .find('{')
+            .map(|i| open + i)
+            .ok_or(EditError::NoInputs)?;
+        let close = matching_brace(flake, &lexed, brace).ok_or(EditError::Unparsable)?;
+        let indent = entry_indent(flake, brace, close);
+        let line_start = flake[..close].rfind('\n').map_or(0, |i| i + 1);
+        let only_space_before = flake[line_start..close].trim().is_empty();
+        let entry = format!("{indent}sp-module-{id}.url = \"{url}\";\n");
+        let mut out = String::with_capacity(flake.len() + entry.len() + 2);
+        if only_space_before {
+            out.push_str(&flake[..line_start]);
+            out.push_str(&entry);
+            out.push_str(&flake[line_start..]);
+        } else {
+            // `inputs = { a.url = "x"; };` on one line.
+            out.push_str(&flake[..close]);
+            out.push_str(&format!(" sp-module-{id}.url = \"{url}\"; "));
+            out.push_str(&flake[close..]);
+        }
+        return Ok(out);
+    }
+    // Form 2: dotted `inputs.x.url = ...;` lines: add one after the last.
+    let mut last_end = None;
+    let mut search = 0;
+    while let Some(at) = find_top_level_from(flake, &lexed, "inputs", '.', search) {
+        let end = statement_end(&lexed, flake, at).ok_or(EditError::Unparsable)?;
+        last_end = Some((at, end));
+        search = end;
+    }
+    let (at, end) = last_end.ok_or(EditError::NoInputs)?;
+    let line_start = flake[..at].rfind('\n').map_or(0, |i| i + 1);
+    let indent: String = flake[line_start..at]
+        .chars()
+        .take_while(|c| c.is_whitespace())
+        .collect();
+    let line_end = flake[end..].find('\n').map_or(flake.len(), |i| end + i + 1);
+    let mut out = String::with_capacity(flake.len() + 80);
+    out.push_str(&flake[..line_end]);
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(&format!("{indent}inputs.sp-module-{id}.url = \"{url}\";\n"));
+    out.push_str(&flake[line_end..]);
+    Ok(out)
+}
+
+/// Per byte: is it code (not string or comment), and its brace depth.
+struct Lexed {
+    code: Vec<bool>,
+    depth: Vec<u32>,
+}
+
+fn lex(text: &str) -> Result<Lexed, EditError> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mode {
+        Code,
+        Line,
+        Block,
+        Str,
+        Indented,
+    }
+    let bytes = text.as_bytes();
+    let mut code = vec![false; bytes.len()];
+    let mut depth = vec![0u32; bytes.len()];
+    // Each `${` or `{` pushes the mode to return to at its `}`.
+    let mut stack: Vec<Mode> = Vec::new();
+    let mut mode = Mode::Code;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let next = bytes.get(i + 1).copied();
+        depth[i] = stack.len() as u32;
+        match mode {
+            Mode::Code => {
+                code[i] = true;
+                match b {
+                    b'#' => {
+                        code[i] = false;
+                        mode = Mode::Line;
+                    }
+                    b'/' if next == Some(b'*') => {
+                        code[i] = false;
+                        mode = Mode::Block;
+                        i += 1;
+                    }
+                    b'"' => mode = Mode::Str,
+                    b'\'' if next == Some(b'\'') => {
+                        mode = Mode::Indented;
+                        i += 1;
+                    }
+                    b'{' => stack.push(Mode::Code),
+                    b'}' => {
+                        mode = stack.pop().ok_or(EditError::Unparsable)?;
+                        depth[i] = stack.len() as u32;
+                    }
+                    _ => {}
+                }
+            }
+            Mode::Line => {
+                if b == b'\n' {
+                    mode = Mode::Code;
+                    code[i] = true;
+                }
+            }
+            Mode::Block => {
+                if b == b'*' && next == Some(b'/') {
+                    mode = Mode::Code;
+                    i += 1;
+                }
+            }
+            Mode::Str => match b {
+                b'\\' => i += 1,
+                b'"' => {
+                    mode = Mode::Code;
+                }
+                b'$' if next == Some(b'{') => {
+                    stack.push(Mode::Str);
+                    mode = Mode::Code;
+                    i += 1;
+                }
+                _ => {}
+            },
+            Mode::Indented => match b {
+                b'\'' if next == Some(b'\'') => {
+                    let third = bytes.get(i + 2).copied();
+                    if matches!(third, Some(b'$') | Some(b'\'') | Some(b'\\')) {
+                        i += 2; // escapes: ''$ ''' ''\
+                    } else {
+                        mode = Mode::Code;
+                        i += 1;
+                    }
+                }
+                b'$' if next == Some(b'{') => {
+                    stack.push(Mode::Indented);
+                    mode = Mode::Code;
+                    i += 1;
+                }
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    if mode != Mode::Code && mode != Mode::Line || !stack.is_empty() {
+        return Err(EditError::Unparsable);
+    }
+    Ok(Lexed { code, depth })
+}
+
+fn code_only(text: &str) -> String {
+    match lex(text) {
+        Ok(lexed) => text
+            .char_indices()
+            .map(|(i, c)| if lexed.code[i] { c } else { ' ' })
+            .collect(),
+        Err(_) => text.to_owned(),
+    }
+}
+
+/// The byte offset of `word` followed (after spaces) by `then`, in code at
+/// depth 1 (inside the flake's top attrset), not part of a longer name.
+fn find_top_level(text: &str, lexed: &Lexed, word: &str, then: char) -> Option<usize> {
+    find_top_level_from(text, lexed, word, then, 0)
+}
+
+fn find_top_level_from(
+    text: &str,
+    lexed: &Lexed,
+    word: &str,
+    then: char,
+    from: usize,
+) -> Option<usize> {
+    let mut search = from;
+    while let Some(found) = text[search..].find(word) {
+        let at = search + found;
+        search = at + word.len();
+        if !lexed.code[at] || lexed.depth[at] != 1 {
+            continue;
+        }
+        let before = text[..at].chars().last();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+            continue;
+        }
+        let after = text[at + word.len()..].trim_start();
+        if after.starts_with(then) {
+            return Some(at);
+        }
+    }
+    None
+}
+
+/// The `}` closing the `{` at `open`: the first `}` in code back at the
+/// opening brace's depth (a `}` is recorded at its depth after closing).
+fn matching_brace(text: &str, lexed: &Lexed, open: usize) -> Option<usize> {
+    let level = lexed.depth[open];
+    let bytes = text.as_bytes();
+    (open + 1..bytes.len()).find(|&i| bytes[i] == b'}' && lexed.code[i] && lexed.depth[i] == level)
+}
+
+/// The end (after `;`) of the statement starting at `at`, at its depth.
+fn statement_end(lexed: &Lexed, text: &str, at: usize) -> Option<usize> {
+    let level = lexed.depth[at];
+    let bytes = text.as_bytes();
+    (at..bytes.len())
+        .find(|&i| bytes[i] == b';' && lexed.code[i] && lexed.depth[i] == level)
+        .map(|i| i + 1)
+}
+
+/// The indentation of the entries between `open` and `close`, or the
+/// closing line's indentation plus two spaces.
+fn entry_indent(text: &str, open: usize, close: usize) -> String {
+    let inner = &text[open + 1..close];
+    for line in inner.lines().skip(1) {
+        if !line.trim().is_empty() {
+            return line.chars().take_while(|c| c.is_whitespace()).collect();
+        }
+    }
+    let line_start = text[..close].rfind('\n').map_or(0, |i| i + 1);
+    let closing: String = text[line_start..close]
+        .chars()
+        .take_while(|c| c.is_whitespace())
+        .collect();
+    format!("{closing}  ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HAND_WRITTEN: &str = r#"{
+  description = "My server";   # keep this comment
+
+  inputs = {
+    selfprivacy-nixos-config.url = "git+https://example.org/config.git?ref=flakes";
+    # sp-module-commented.url = "disabled";
+    sp-module-gitea = { url = "git+https://example.org/c.git?dir=sp-modules/gitea"; };
+    weird = { url = "path:./x"; flake = false; /* } tricky */ };
+  };
+
+  outputs = { self, selfprivacy-nixos-config, ... }@inputs: {
+    note = ''
+      a } brace in ''${an indented} string
+    '';
+    nixosConfigurations = selfprivacy-nixos-config.outputs.make { inherit inputs; s = "${"}"}"; };
+  };
+}
+"#;
+
+    #[test]
+    fn installed_modules_skip_comments_and_strings() {
+        assert_eq!(installed_modules(HAND_WRITTEN), ["gitea"]);
+    }
+
+    #[test]
+    fn adding_an_input_keeps_everything_else() {
+        let edited = add_module_input(
+            HAND_WRITTEN,
+            "notes",
+            "git+https://example.org/c.git?dir=sp-modules/notes",
+        )
+        .unwrap();
+        assert_eq!(installed_modules(&edited), ["gitea", "notes"]);
+        let added = "    sp-module-notes.url = \"git+https://example.org/c.git?dir=sp-modules/notes\";\n  };\n\n  outputs";
+        assert!(edited.contains(added), "{edited}");
+        // Nothing else changed: removing the added line gives the original.
+        let removed = edited.replace(
+            "    sp-module-notes.url = \"git+https://example.org/c.git?dir=sp-modules/notes\";\n",
+            "",
+        );
+        assert_eq!(removed, HAND_WRITTEN);
+        // Idempotent.
+        assert_eq!(add_module_input(&edited, "notes", "x").unwrap(), edited);
+    }
+
+    #[test]
+    fn dotted_inputs_get_a_dotted_line() {
+        let flake = "{\n  inputs.nixpkgs.url = \"github:x/y\";\n  inputs.sp-module-a.url = \"u\";\n  outputs = _: { };\n}\n";
+        let edited = add_module_input(flake, "b", "v").unwrap();
+        assert_eq!(
+            edited,
+            "{\n  inputs.nixpkgs.url = \"github:x/y\";\n  inputs.sp-module-a.url = \"u\";\n  inputs.sp-module-b.url = \"v\";\n  outputs = _: { };\n}\n"
+        );
+    }
+
+    #[test]
+    fn broken_or_inputless_files_are_refused() {
+        assert_eq!(
+            add_module_input("{ outputs = _: {}; }", "a", "u"),
+            Err(EditError::NoInputs)
+        );
+        assert_eq!(
+            add_module_input("{ inputs = { ", "a", "u"),
+            Err(EditError::Unparsable)
+        );
+        assert_eq!(
+            add_module_input("{ inputs = { x = \"unterminated; }; }", "a", "u"),
+            Err(EditError::Unparsable)
+        );
+    }
+}
