@@ -4,7 +4,9 @@
 
 mod support;
 
+mod app_operations;
 mod auth;
+mod catalogue;
 mod jobs;
 mod limits;
 mod schema;

@@ -32,6 +32,7 @@ fn setup() -> Setup<'static> {
             "unknownKey": {"kept": true}
         }),
         volumes: vec![],
+        config: "",
     }
 }
 
@@ -206,17 +207,32 @@ async fn a_failed_rebuild_ends_in_error_with_the_lines_and_rebuilds_never_overla
     assert_eq!(first["code"], 200);
     let second = rebuild(&client).await;
     assert_eq!(second["code"], 200, "{second}");
-    assert!(second["message"].as_str().unwrap().starts_with("Queued"), "{second}");
+    assert!(
+        second["message"].as_str().unwrap().starts_with("Queued"),
+        "{second}"
+    );
     assert_eq!(second["job"]["status"], "CREATED");
     assert_ne!(second["job"]["uid"], first["job"]["uid"]);
     let third = rebuild(&client).await;
     assert_eq!(third["job"]["uid"], second["job"]["uid"], "coalesced");
     let busy = client.query("{ system { busy } }", json!({})).await;
     assert_eq!(busy["data"]["system"]["busy"], true);
-    let r = client.query("mutation { system { runSystemUpgrade { code message } } }", json!({})).await;
+    let r = client
+        .query(
+            "mutation { system { runSystemUpgrade { code message } } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(r["data"]["system"]["runSystemUpgrade"]["code"], 409, "{r}");
-    assert!(r["data"]["system"]["runSystemUpgrade"]["message"].as_str().unwrap().contains("not queued"));
-    let r = client.query("mutation { system { rebootSystem { code } } }", json!({})).await;
+    assert!(
+        r["data"]["system"]["runSystemUpgrade"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not queued")
+    );
+    let r = client
+        .query("mutation { system { rebootSystem { code } } }", json!({}))
+        .await;
     assert_eq!(r["data"]["system"]["rebootSystem"]["code"], 409);
     let uid = first["job"]["uid"].as_str().unwrap();
     // The journal reaches the job as status text while it runs.
@@ -238,7 +254,10 @@ async fn a_failed_rebuild_ends_in_error_with_the_lines_and_rebuilds_never_overla
     }
     assert_eq!(wait_job_done(&client, uid).await["status"], "FINISHED");
     let queued = wait_job_done(&client, second["job"]["uid"].as_str().unwrap()).await;
-    assert_eq!(queued["status"], "FINISHED", "the queued rebuild ran after: {queued}");
+    assert_eq!(
+        queued["status"], "FINISHED",
+        "the queued rebuild ran after: {queued}"
+    );
     std::fs::remove_file(testbed.path("/etc/nixos/.standin-delay")).unwrap();
 
     // Told to fail: ERROR with the failing lines.

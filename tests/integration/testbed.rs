@@ -20,6 +20,8 @@ fn script() -> PathBuf {
 pub struct Testbed {
     pub name: String,
     pub env: HashMap<String, String>,
+    /// The daemon's config.toml, written before it starts.
+    config: String,
     _inputs: tempfile::TempDir,
 }
 
@@ -29,6 +31,8 @@ pub struct Setup<'a> {
     pub modules: Vec<(&'a str, String)>,
     pub userdata: Value,
     pub volumes: Vec<&'a str>,
+    /// The daemon's /etc/selfprivacy-api/config.toml.
+    pub config: &'a str,
 }
 
 impl Testbed {
@@ -66,6 +70,7 @@ impl Testbed {
         let testbed = Testbed {
             name,
             env: parse_env(&output.stdout),
+            config: setup.config.to_owned(),
             _inputs: inputs,
         };
         assert!(
@@ -118,6 +123,8 @@ impl Testbed {
     /// client with a fresh token.
     pub async fn start_daemon(&self) -> Client {
         let binary = format!("{DAEMON_DIR}/selfprivacy-api");
+        std::fs::create_dir_all(self.path("/etc/selfprivacy-api")).unwrap();
+        std::fs::write(self.path("/etc/selfprivacy-api/config.toml"), &self.config).unwrap();
         let token = self.run(&[
             &binary,
             "token",

@@ -64,6 +64,9 @@ impl ServiceView {
     }
 }
 
+/// Device, inode, modification time and size: a changed file differs.
+type FileIdentity = (u64, u64, i64, u64);
+
 /// Where services get installed from and how the server is reached.
 pub struct ServicesSetup {
     /// `/etc/nixos/flake.nix`.
@@ -84,7 +87,7 @@ pub struct Services {
     unit_timeout: Duration,
     setup: ServicesSetup,
     /// The installed modules, by the flake file's identity.
-    installed: Mutex<Option<((u64, u64, i64, u64), Arc<Vec<String>>)>>,
+    installed: Mutex<Option<(FileIdentity, Arc<Vec<String>>)>>,
     usage: Arc<usage::UsageCache>,
 }
 
@@ -378,10 +381,11 @@ impl Services {
             let needs_location = definition.options.contains_key("location");
             let module = config::module_entry(document, &definition.meta.id)?;
             module.insert("enable".into(), Value::Bool(true));
-            if needs_location && module.get("location").is_none_or(Value::is_null) {
-                if let Some(root) = &root_volume {
-                    module.insert("location".into(), Value::String(root.clone()));
-                }
+            if needs_location
+                && module.get("location").is_none_or(Value::is_null)
+                && let Some(root) = &root_volume
+            {
+                module.insert("location".into(), Value::String(root.clone()));
             }
             Ok(())
         });

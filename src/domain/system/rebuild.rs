@@ -122,21 +122,22 @@ impl AppliedConfig {
     /// system was built from them by the installer or a rebuild before
     /// this daemon kept copies).
     pub fn initialize(&self) {
-        for (live, copy) in &self.files {
-            if !copy.exists() && live.exists() {
-                if let Err(e) = copy_atomically(live, copy) {
-                    tracing::error!(file = %live.display(), "keeping an applied copy: {e}");
-                }
-            }
-        }
+        self.keep(true);
     }
 
     fn save(&self) {
+        self.keep(false);
+    }
+
+    /// Copies each live file to its applied copy (only where no copy
+    /// exists yet, if `only_missing`).
+    fn keep(&self, only_missing: bool) {
         for (live, copy) in &self.files {
-            if live.exists() {
-                if let Err(e) = copy_atomically(live, copy) {
-                    tracing::error!(file = %live.display(), "keeping an applied copy: {e}");
-                }
+            if !live.exists() || (only_missing && copy.exists()) {
+                continue;
+            }
+            if let Err(e) = copy_atomically(live, copy) {
+                tracing::error!(file = %live.display(), "keeping an applied copy: {e}");
             }
         }
     }
@@ -578,14 +579,18 @@ impl Rebuilds {
         }
     }
 
-    /// The unit's last lines from its latest run.
+    /// The unit's last lines from its latest run. journald may still be
+    /// writing the unit's last output, so an empty answer is asked again.
     async fn last_lines(&self, systemd: &crate::os::systemd::Systemd, unit: &str) -> String {
-        // journald may still be writing the unit's last output.
-        tokio::time::sleep(Duration::from_millis(300)).await;
         let invocation = systemd.invocation_id(unit).await;
-        journal::last_lines(unit, invocation.as_deref(), 10)
-            .await
-            .join("\n")
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let lines = journal::last_lines(unit, invocation.as_deref(), 10).await;
+            if !lines.is_empty() {
+                return lines.join("\n");
+            }
+        }
+        journal::last_lines(unit, None, 10).await.join("\n")
     }
 }
 
