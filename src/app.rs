@@ -5,12 +5,14 @@ use crate::config::Config;
 use crate::domain::clock::Clock;
 use crate::domain::jobs::JobRegistry;
 use crate::domain::services::catalogue::Catalogue;
+use crate::domain::services::resources::ResourceSampler;
 use crate::domain::services::{Services, ServicesSetup};
 use crate::domain::system::rebuild::{AppliedConfig, RebuildUnits, Rebuilds};
 use crate::domain::tokens::{AuthThrottle, TokenService};
 use crate::os::systemd::SystemdLink;
 use crate::os::userdata::UserdataFile;
 use crate::state::Store;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +25,7 @@ pub struct App {
     pub systemd: Arc<SystemdLink>,
     pub services: Services,
     pub rebuilds: Arc<Rebuilds>,
+    pub resources: Arc<ResourceSampler>,
 }
 
 impl App {
@@ -72,6 +75,11 @@ impl App {
                 public_ipv6: config.public_ipv6,
             },
         );
+        let resources = Arc::new(ResourceSampler::new(
+            systemd.clone(),
+            PathBuf::from("/sys/fs/cgroup"),
+            PathBuf::from("/proc"),
+        ));
         Ok(Arc::new(App {
             config,
             clock,
@@ -81,6 +89,7 @@ impl App {
             systemd,
             services,
             rebuilds,
+            resources,
         }))
     }
 }

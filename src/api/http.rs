@@ -84,6 +84,21 @@ async fn shutdown_signal() {
 }
 
 fn spawn_housekeeping(app: Arc<App>) {
+    let sampler = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            let services: Vec<String> = sampler
+                .services
+                .catalogue()
+                .definitions()
+                .iter()
+                .map(|d| d.meta.id.clone())
+                .collect();
+            sampler.resources.sample(&services).await;
+        }
+    });
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {

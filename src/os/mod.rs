@@ -2,6 +2,7 @@
 //! tests point at the testbed: systemd over D-Bus, the journal, the
 //! userdata file, the sp-module definitions.
 
+pub mod cgroups;
 pub mod disks;
 pub mod files;
 pub mod journal;

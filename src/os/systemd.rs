@@ -465,7 +465,37 @@ impl SystemdLink {
     }
 }
 
+/// What a slice's cgroup reports. systemd gives `u64::MAX` for a value
+/// its cgroup controller does not track; those are `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceUsage {
+    pub cpu_nanoseconds: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    /// The slice's cgroup path, e.g. `/echo.slice`.
+    pub control_group: String,
+}
+
 impl Systemd {
+    pub async fn slice_usage(&self, slice: &str) -> Result<SliceUsage, SystemdError> {
+        let properties = self
+            .unit_properties(slice, "org.freedesktop.systemd1.Slice")
+            .await?;
+        let number = |key: &str| {
+            properties
+                .get(key)
+                .and_then(|v| u64::try_from(v.clone()).ok())
+                .filter(|n| *n != u64::MAX)
+        };
+        Ok(SliceUsage {
+            cpu_nanoseconds: number("CPUUsageNSec"),
+            memory_bytes: number("MemoryCurrent"),
+            control_group: properties
+                .get("ControlGroup")
+                .and_then(|v| String::try_from(v.clone()).ok())
+                .unwrap_or_default(),
+        })
+    }
+
     /// The id of a unit's latest run, which tags its journal lines.
     pub async fn invocation_id(&self, unit: &str) -> Option<String> {
         let properties = self.unit_properties(unit, UNIT_INTERFACE).await.ok()?;

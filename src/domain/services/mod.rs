@@ -5,6 +5,7 @@ pub mod catalogue;
 pub mod config;
 pub mod definition;
 pub mod flake;
+pub mod resources;
 pub mod status;
 pub mod usage;
 
