@@ -38,15 +38,6 @@ trait Manager {
 }
 
 #[proxy(
-    interface = "org.freedesktop.login1.Manager",
-    default_service = "org.freedesktop.login1",
-    default_path = "/org/freedesktop/login1"
-)]
-trait Login {
-    fn reboot(&self, interactive: bool) -> zbus::Result<()>;
-}
-
-#[proxy(
     interface = "org.freedesktop.DBus.Properties",
     default_service = "org.freedesktop.systemd1"
 )]
@@ -371,19 +362,16 @@ impl Systemd {
         Ok(outcome)
     }
 
-    /// Reboots through logind, or through systemd if logind is absent.
+    /// Reboots the server: systemd starts `reboot.target` (what
+    /// `systemctl reboot` does), answering before shutdown begins. logind's
+    /// Reboot was tried first once; its reply is lost when the bus goes
+    /// down with the system, so success could not be told from failure.
     pub async fn reboot(&self) -> Result<(), SystemdError> {
-        match LoginProxy::new(&self.connection).await?.reboot(false).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                tracing::warn!("logind reboot failed ({e}); asking systemd for reboot.target");
-                self.manager()
-                    .await?
-                    .start_unit("reboot.target", "replace-irreversibly")
-                    .await?;
-                Ok(())
-            }
-        }
+        self.manager()
+            .await?
+            .start_unit("reboot.target", "replace-irreversibly")
+            .await?;
+        Ok(())
     }
 
     /// A unit's properties of one interface (`Slice`, `Service`...).

@@ -353,3 +353,23 @@ async fn catalogue_changes_are_picked_up_and_broken_definitions_skipped() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn reboot_system_really_reboots_the_server() {
+    let testbed = Testbed::up(setup());
+    let client = testbed.start_daemon().await;
+    let leader = testbed.env["TESTBED_LEADER"].clone();
+    let r = client
+        .query(
+            "mutation { system { rebootSystem { success message code } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r["data"]["system"]["rebootSystem"]["code"], 200, "{r}");
+    // The container's systemd goes down (nspawn does not restart it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::path::Path::new(&format!("/proc/{leader}/root/run/dbus")).exists() {
+        assert!(Instant::now() < deadline, "the server did not go down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
