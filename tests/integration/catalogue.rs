@@ -383,4 +383,11 @@ async fn a_failed_rebuild_leaves_userdata_as_the_running_system_has_it() {
         probe, "from-sdb",
         "the data folder is bound from the volume"
     );
+    let services = all_services(&client).await;
+    let usage = &find(&services, "notes")["storageUsage"];
+    assert_eq!(
+        usage["volume"]["name"], "sdb",
+        "named as userdata names it: {usage}"
+    );
+    assert_eq!(usage["title"], "notes (test)");
 }

@@ -20,11 +20,12 @@ use config::Setting;
 use definition::Definition;
 use serde_json::Value;
 use status::ServiceStatus;
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A service as the app sees it at one moment.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub struct ServiceView {
     pub settings: serde_json::Map<String, Value>,
     /// `userdata.domain`.
     pub domain: Option<String>,
+    /// `userdata.useBinds`: data folders are bound from their volume.
+    pub uses_binds: bool,
 }
 
 impl ServiceView {
@@ -65,6 +68,9 @@ impl ServiceView {
     }
 }
 
+/// The server's public IPv4 and IPv6 addresses, as far as known.
+type Addresses = (Option<Ipv4Addr>, Option<Ipv6Addr>);
+
 /// Device, inode, modification time and size: a changed file differs.
 type FileIdentity = (u64, u64, i64, u64);
 
@@ -90,7 +96,14 @@ pub struct Services {
     /// The installed modules, by the flake file's identity.
     installed: Mutex<Option<(FileIdentity, Arc<Vec<String>>)>>,
     usage: Arc<usage::UsageCache>,
+    /// Facts that change rarely, read at most every few seconds rather
+    /// than once per service per query.
+    addresses: Mutex<Option<(Instant, Addresses)>>,
+    volumes: Mutex<HashMap<PathBuf, (Instant, Option<Volume>)>>,
 }
+
+/// How long the server's addresses and volumes are reused.
+const FACTS_TTL: Duration = Duration::from_secs(10);
 
 /// A DNS record a service needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +150,8 @@ impl Services {
             setup,
             installed: Mutex::new(None),
             usage: Arc::default(),
+            addresses: Mutex::new(None),
+            volumes: Mutex::default(),
         }
     }
 
@@ -172,6 +187,7 @@ impl Services {
             .collect();
         let states = systemd.unit_states(&units).await;
         let domain = userdata["domain"].as_str().map(str::to_owned);
+        let uses_binds = userdata["useBinds"].as_bool().unwrap_or(false);
         Ok(definitions
             .iter()
             .map(|definition| {
@@ -196,6 +212,7 @@ impl Services {
                     status,
                     settings,
                     domain: domain.clone(),
+                    uses_binds,
                 }
             })
             .collect())
@@ -290,7 +307,7 @@ impl Services {
 
     /// One A (and AAAA) record per subdomain the service uses.
     pub fn dns_records(&self, service: &ServiceView) -> Outcome<Vec<DnsRecord>> {
-        let (found_v4, found_v6) = crate::os::network::public_addresses();
+        let (found_v4, found_v6) = self.public_addresses();
         let ipv4 = self.setup.public_ipv4.or(found_v4).ok_or_else(|| {
             Failure::new(
                 FailureKind::Internal,
@@ -324,20 +341,30 @@ impl Services {
         Ok(records)
     }
 
-    /// The size of the service's folders and the filesystem they are on.
-    pub async fn storage_use(&self, service: &ServiceView) -> StorageUse {
-        let folders: Vec<PathBuf> = service
-            .definition
-            .meta
-            .all_folders()
-            .into_iter()
-            .map(PathBuf::from)
-            .collect();
-        let bytes = self.usage.bytes(service.id(), folders.clone()).await;
-        let probe = folders
-            .first()
-            .cloned()
-            .unwrap_or_else(|| PathBuf::from("/"));
+    fn public_addresses(&self) -> Addresses {
+        let mut cached = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, addresses)) = *cached
+            && at.elapsed() < FACTS_TTL
+        {
+            return addresses;
+        }
+        let addresses = crate::os::network::public_addresses();
+        *cached = Some((Instant::now(), addresses));
+        addresses
+    }
+
+    /// The filesystem holding `folder`, and whether it is the root one.
+    async fn volume_of(&self, folder: PathBuf) -> Option<Volume> {
+        if let Some((at, volume)) = self
+            .volumes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&folder)
+            && at.elapsed() < FACTS_TTL
+        {
+            return volume.clone();
+        }
+        let probe = folder.clone();
         let volume = tokio::task::spawn_blocking(move || {
             let filesystem = disks::filesystem_of(&probe)?;
             let root = disks::filesystem_of(std::path::Path::new("/"));
@@ -350,6 +377,45 @@ impl Services {
         .await
         .ok()
         .flatten();
+        self.volumes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(folder, (Instant::now(), volume.clone()));
+        volume
+    }
+
+    /// The size of the service's folders and the filesystem they are on.
+    pub async fn storage_use(&self, service: &ServiceView) -> StorageUse {
+        let folders: Vec<PathBuf> = service
+            .definition
+            .meta
+            .all_folders()
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        let bytes = self.usage.bytes(service.id(), folders.clone()).await;
+        // A movable service's data lives on its `location` volume (bind
+        // mounted into place): report that volume by the name userdata uses.
+        let location = service
+            .option_value("location")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .filter(|_| service.definition.meta.is_movable && service.uses_binds);
+        let volume = match location {
+            Some(name) => self
+                .volume_of(PathBuf::from("/volumes").join(&name))
+                .await
+                .map(|mut volume| {
+                    volume.filesystem.name = name;
+                    volume
+                }),
+            None => {
+                let probe = folders
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| PathBuf::from("/"));
+                self.volume_of(probe).await
+            }
+        };
         StorageUse { bytes, volume }
     }
 
