@@ -7,7 +7,7 @@ use crate::domain::jobs::JobRegistry;
 use crate::domain::services::catalogue::Catalogue;
 use crate::domain::services::resources::ResourceSampler;
 use crate::domain::services::{Services, ServicesSetup};
-use crate::domain::system::rebuild::{AppliedConfig, RebuildUnits, Rebuilds};
+use crate::domain::system::rebuild::{AppliedConfig, RebuildKind, RebuildUnits, Rebuilds};
 use crate::domain::tokens::{AuthThrottle, TokenService};
 use crate::os::systemd::SystemdLink;
 use crate::os::userdata::UserdataFile;
@@ -33,7 +33,9 @@ impl App {
         let store = Arc::new(Store::open(&config.state_dir)?);
         let clock = Arc::new(Clock::default());
         let tokens = TokenService::load(store.clone(), clock.clone())?;
-        let jobs = Arc::new(JobRegistry::load(store, clock.clone())?);
+        let jobs = Arc::new(JobRegistry::load(store, clock.clone(), |job| {
+            RebuildKind::of_job(&job.type_id).is_some()
+        })?);
         let systemd = Arc::new(SystemdLink::new(config.dbus_address.clone()));
         let userdata = Arc::new(UserdataFile::new(config.userdata_file.clone()));
         let applied_userdata = userdata.clone();
@@ -75,6 +77,9 @@ impl App {
                 public_ipv6: config.public_ipv6,
             },
         );
+        for job in jobs.take_resumable() {
+            rebuilds.resume(job);
+        }
         let resources = Arc::new(ResourceSampler::new(
             systemd.clone(),
             PathBuf::from("/sys/fs/cgroup"),

@@ -79,20 +79,33 @@ pub struct JobRegistry {
     clock: Arc<Clock>,
     jobs: Mutex<Vec<Job>>,
     updates: broadcast::Sender<JobList>,
+    /// Running jobs found at startup whose work may still be going on.
+    resumable: Mutex<Vec<Job>>,
 }
 
 impl JobRegistry {
     /// Loads the stored jobs. A job still CREATED or RUNNING belonged to a
-    /// daemon that died: it is marked ERROR, never left running forever.
-    pub fn load(store: Arc<Store>, clock: Arc<Clock>) -> Outcome<JobRegistry> {
+    /// daemon that died: it is marked ERROR, never left running forever,
+    /// unless it is RUNNING and `resumable` says its work goes on without
+    /// the daemon (a rebuild runs in its own unit): those are kept for
+    /// `take_resumable`.
+    pub fn load(
+        store: Arc<Store>,
+        clock: Arc<Clock>,
+        resumable: impl Fn(&Job) -> bool,
+    ) -> Outcome<JobRegistry> {
         let records = store
             .jobs()
             .map_err(|e| Failure::internal("loading jobs", e))?;
         let now = clock.now();
         let mut jobs = Vec::with_capacity(records.len());
+        let mut resumed = Vec::new();
         for record in records {
             let mut job = job_from_record(record);
-            if !job.status.is_done() {
+            if job.status == JobStatus::Running && resumable(&job) {
+                tracing::info!(uid = %job.uid, type_id = %job.type_id, "resuming a job after a restart");
+                resumed.push(job.clone());
+            } else if !job.status.is_done() {
                 job.status = JobStatus::Error;
                 job.error = Some(Text::new(
                     "Interrupted: the API service stopped while this job was running",
@@ -113,9 +126,15 @@ impl JobRegistry {
             clock,
             jobs: Mutex::new(jobs),
             updates,
+            resumable: Mutex::new(resumed),
         };
         registry.purge_expired()?;
         Ok(registry)
+    }
+
+    /// The jobs `load` kept running for their owner to pick up again.
+    pub fn take_resumable(&self) -> Vec<Job> {
+        std::mem::take(&mut *self.resumable.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {
@@ -380,7 +399,7 @@ mod tests {
     fn registry() -> (JobRegistry, Arc<Store>, Arc<Clock>) {
         let store = Arc::new(Store::open_in_memory().unwrap());
         let clock = Arc::new(Clock::default());
-        let registry = JobRegistry::load(store.clone(), clock.clone()).unwrap();
+        let registry = JobRegistry::load(store.clone(), clock.clone(), |_| false).unwrap();
         (registry, store, clock)
     }
 
@@ -399,7 +418,7 @@ mod tests {
                 },
             )
             .unwrap();
-        let reloaded = JobRegistry::load(store, clock).unwrap();
+        let reloaded = JobRegistry::load(store, clock, |_| false).unwrap();
         let job = reloaded.get(&job.uid).unwrap();
         assert_eq!(job.status, JobStatus::Error);
         assert!(job.error.unwrap().en.contains("Interrupted"));

@@ -67,3 +67,23 @@ pub async fn last_lines(unit: &str, invocation_id: Option<&str>, count: usize) -
         }
     }
 }
+
+/// How systemd's latest start job of `unit` since `since` ended (`done`,
+/// `failed`, `canceled`...), from systemd's own journal entries: they
+/// outlive the unit, which is unloaded once inactive.
+pub async fn start_job_result(unit: &str, since: chrono::DateTime<chrono::Utc>) -> Option<String> {
+    let output = Command::new("journalctl")
+        .args(["--output=json", "--no-pager", "_PID=1", "JOB_TYPE=start"])
+        .arg(format!("UNIT={unit}"))
+        .arg(format!("--since=@{}", since.timestamp()))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|entry| entry["JOB_RESULT"].as_str().map(str::to_owned))
+        .last()
+}

@@ -373,3 +373,41 @@ async fn reboot_system_really_reboots_the_server() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_rebuild_outlives_a_restart_of_the_daemon() {
+    let testbed = Testbed::up(setup());
+    let client = testbed.start_daemon().await;
+    // A switch that updates the daemon restarts it mid-rebuild.
+    std::fs::write(testbed.path("/etc/nixos/.standin-delay"), "2").unwrap();
+    let started = rebuild(&client).await;
+    let uid = started["job"]["uid"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    testbed.restart_daemon(&client).await;
+    let job = wait_job_done(&client, &uid).await;
+    assert_eq!(
+        job["status"], "FINISHED",
+        "followed to the end after the restart: {job}"
+    );
+    assert_eq!(testbed.unit_state("echo.service"), "active");
+
+    // The same when the rebuild fails while the daemon is down.
+    std::fs::write(
+        testbed.path("/etc/nixos/.standin-fail"),
+        "error: broken while the API was away",
+    )
+    .unwrap();
+    let started = rebuild(&client).await;
+    let uid = started["job"]["uid"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    testbed.restart_daemon(&client).await;
+    let job = wait_job_done(&client, &uid).await;
+    assert_eq!(job["status"], "ERROR", "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("broken while the API was away"),
+        "{job}"
+    );
+}

@@ -122,11 +122,10 @@ impl Testbed {
     /// Starts the daemon inside as a `Type=notify` unit and returns a
     /// client with a fresh token.
     pub async fn start_daemon(&self) -> Client {
-        let binary = format!("{DAEMON_DIR}/selfprivacy-api");
         std::fs::create_dir_all(self.path("/etc/selfprivacy-api")).unwrap();
         std::fs::write(self.path("/etc/selfprivacy-api/config.toml"), &self.config).unwrap();
         let token = self.run(&[
-            &binary,
+            &format!("{DAEMON_DIR}/selfprivacy-api"),
             "token",
             "new",
             "--device",
@@ -134,20 +133,36 @@ impl Testbed {
             "--state-dir",
             "/var/lib/selfprivacy-api",
         ]);
-        let port = free_port();
+        let client = Client::new(free_port(), &token);
+        self.launch_daemon(&client).await;
+        client
+    }
+
+    /// Kills the daemon (SIGKILL, no goodbye) and starts it again on the
+    /// same port with the same state.
+    pub async fn restart_daemon(&self, client: &Client) {
+        self.run(&["systemctl", "kill", "--signal=KILL", "selfprivacy-api"]);
+        while self.unit_state("selfprivacy-api") == "active" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.exec(&["systemctl", "reset-failed", "selfprivacy-api"]);
+        self.launch_daemon(client).await;
+    }
+
+    async fn launch_daemon(&self, client: &Client) {
+        let port = client.base.rsplit(':').next().unwrap();
         self.run(&[
             "systemd-run",
             "--unit=selfprivacy-api",
             "--property=Type=notify",
             "--setenv=RUST_LOG=info",
-            &binary,
+            &format!("{DAEMON_DIR}/selfprivacy-api"),
             "serve",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--state-dir",
             "/var/lib/selfprivacy-api",
         ]);
-        let client = Client::new(port, &token);
         assert!(
             client.wait_ready(Duration::from_secs(20)).await,
             "the daemon did not answer; journal:\n{}",
@@ -160,7 +175,6 @@ impl Testbed {
                 "30"
             ])
         );
-        client
     }
 }
 

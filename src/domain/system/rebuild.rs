@@ -33,6 +33,17 @@ pub struct RebuildUnits {
 }
 
 impl RebuildKind {
+    /// The kind of a rebuild job, by its type id.
+    pub fn of_job(type_id: &str) -> Option<RebuildKind> {
+        [
+            RebuildKind::Rebuild,
+            RebuildKind::Upgrade,
+            RebuildKind::Rollback,
+        ]
+        .into_iter()
+        .find(|k| k.type_id() == type_id)
+    }
+
     fn type_id(self) -> &'static str {
         match self {
             RebuildKind::Rebuild => "system.nixos.rebuild",
@@ -363,6 +374,110 @@ impl Rebuilds {
                 })
             }
             _ => Err(Self::busy_failure()),
+        }
+    }
+
+    /// Picks up a rebuild that was running when the daemon stopped (a
+    /// switch that updates the daemon restarts it mid-rebuild): the unit
+    /// went on without it, so wait for it and report how it ended.
+    pub fn resume(self: &Arc<Self>, job: Job) {
+        let Some(kind) = RebuildKind::of_job(&job.type_id) else {
+            return;
+        };
+        *self.phase() = Phase::Running { pending: None };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let succeeded = this.follow_resumed(kind, &job).await;
+            this.finished(kind, &job.uid, succeeded);
+        });
+    }
+
+    async fn follow_resumed(&self, kind: RebuildKind, job: &Job) -> bool {
+        let unit = self.unit(kind).to_owned();
+        self.note(
+            &job.uid,
+            Text::new(
+                "The API restarted; following the rebuild again...",
+                "Служба API перезапустилась; снова следим за пересборкой...",
+            ),
+        );
+        let systemd = match self.systemd.get().await {
+            Ok(systemd) => systemd,
+            Err(e) => {
+                self.fail(
+                    &job.uid,
+                    Text::untranslated(format!("Cannot reach systemd: {e}")),
+                );
+                return false;
+            }
+        };
+        let deadline = tokio::time::Instant::now() + self.run_timeout;
+        loop {
+            let states = systemd.unit_states(std::slice::from_ref(&unit)).await;
+            let active = states
+                .get(&unit)
+                .map(|s| s.active_state.as_str())
+                .unwrap_or("");
+            if !matches!(active, "activating" | "deactivating" | "reloading") {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let lines = self.last_lines(systemd, &unit).await;
+                self.fail(
+                    &job.uid,
+                    Text::untranslated(format!(
+                        "System rebuild did not finish in time. Last log lines:\n{lines}"
+                    )),
+                );
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        // A second of slack: the job's clock reading and systemd's differ.
+        let since = job.created_at - chrono::Duration::seconds(1);
+        // journald may not have written systemd's last word yet.
+        let mut result = None;
+        for _ in 0..15 {
+            result = journal::start_job_result(&unit, since).await;
+            if result.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        match result.as_deref() {
+            Some("done") => {
+                self.update(
+                    &job.uid,
+                    JobUpdate {
+                        status: Some(JobStatus::Finished),
+                        status_text: Some(kind.done()),
+                        result: Some(kind.done()),
+                        ..Default::default()
+                    },
+                );
+                true
+            }
+            Some(result) => {
+                let lines = self.last_lines(systemd, &unit).await;
+                self.fail(
+                    &job.uid,
+                    Text::new(
+                        format!("System rebuild failed ({result}). Last log lines:\n{lines}"),
+                        format!("Пересборка системы не удалась ({result}). Последние строки журнала:\n{lines}"),
+                    ),
+                );
+                false
+            }
+            None => {
+                self.fail(
+                    &job.uid,
+                    Text::new(
+                        "Interrupted: the API stopped before the rebuild started",
+                        "Прервано: служба API остановилась до начала пересборки",
+                    ),
+                );
+                false
+            }
         }
     }
 
