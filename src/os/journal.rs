@@ -83,7 +83,7 @@ pub async fn start_job_result(unit: &str, since: chrono::DateTime<chrono::Utc>) 
         .ok()?;
     String::from_utf8_lossy(&output.stdout)
         .lines()
+        .rev()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter_map(|entry| entry["JOB_RESULT"].as_str().map(str::to_owned))
-        .last()
+        .find_map(|entry| entry["JOB_RESULT"].as_str().map(str::to_owned))
 }
