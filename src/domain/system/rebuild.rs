@@ -444,30 +444,9 @@ impl Rebuilds {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        match result.as_deref() {
-            Some("done") => {
-                self.update(
-                    &job.uid,
-                    JobUpdate {
-                        status: Some(JobStatus::Finished),
-                        status_text: Some(kind.done()),
-                        result: Some(kind.done()),
-                        ..Default::default()
-                    },
-                );
-                true
-            }
-            Some(result) => {
-                let lines = self.last_lines(systemd, &unit).await;
-                self.fail(
-                    &job.uid,
-                    Text::new(
-                        format!("System rebuild failed ({result}). Last log lines:\n{lines}"),
-                        format!("Пересборка системы не удалась ({result}). Последние строки журнала:\n{lines}"),
-                    ),
-                );
-                false
-            }
+        let outcome = match result {
+            Some(result) if result == "done" => JobOutcome::Done,
+            Some(result) => JobOutcome::Failed(result),
             None => {
                 self.fail(
                     &job.uid,
@@ -476,9 +455,11 @@ impl Rebuilds {
                         "Прервано: служба API остановилась до начала пересборки",
                     ),
                 );
-                false
+                return false;
             }
-        }
+        };
+        self.report(kind, &job.uid, systemd, &unit, Ok(outcome))
+            .await
     }
 
     fn spawn_run(self: &Arc<Self>, kind: RebuildKind, uid: String) {
@@ -648,6 +629,19 @@ impl Rebuilds {
             }
         };
         drop(follower);
+        self.report(kind, uid, systemd, &unit, outcome).await
+    }
+
+    /// Ends the job as the unit's run ended: FINISHED, or ERROR with the
+    /// unit's last lines. True if it succeeded.
+    async fn report(
+        &self,
+        kind: RebuildKind,
+        uid: &str,
+        systemd: &crate::os::systemd::Systemd,
+        unit: &str,
+        outcome: Result<JobOutcome, crate::os::systemd::SystemdError>,
+    ) -> bool {
         match outcome {
             Ok(JobOutcome::Done) => {
                 self.update(
@@ -662,7 +656,7 @@ impl Rebuilds {
                 true
             }
             Ok(JobOutcome::Failed(result)) => {
-                let lines = self.last_lines(systemd, &unit).await;
+                let lines = self.last_lines(systemd, unit).await;
                 self.fail(
                     uid,
                     Text::new(
@@ -673,7 +667,7 @@ impl Rebuilds {
                 false
             }
             Ok(JobOutcome::TimedOut) => {
-                let lines = self.last_lines(systemd, &unit).await;
+                let lines = self.last_lines(systemd, unit).await;
                 let minutes = self.run_timeout.as_secs() / 60;
                 self.fail(
                     uid,
