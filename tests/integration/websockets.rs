@@ -56,6 +56,16 @@ async fn receive(socket: &mut Socket) -> Option<Value> {
     }
 }
 
+/// `connection_init` with `payload`, answered by `connection_ack`.
+async fn acknowledged_init(socket: &mut Socket, payload: Value) {
+    send(
+        socket,
+        json!({"type": "connection_init", "payload": payload}),
+    )
+    .await;
+    assert_eq!(receive(socket).await.unwrap()["type"], "connection_ack");
+}
+
 const JOB_UPDATES: &str = "subscription { jobUpdates { uid typeId status progress statusText } }";
 
 /// Reads job lists until the test job has finished; returns every list.
@@ -92,11 +102,11 @@ fn assert_saw_the_job_run(lists: &[Value]) {
 async fn graphql_transport_ws_pushes_job_updates_and_answers_pings() {
     let daemon = Daemon::start().await;
     let mut socket = connect(&daemon, "graphql-transport-ws", None).await;
-    send(&mut socket, json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {}", daemon.token)}})).await;
-    assert_eq!(
-        receive(&mut socket).await.unwrap()["type"],
-        "connection_ack"
-    );
+    acknowledged_init(
+        &mut socket,
+        json!({"Authorization": format!("Bearer {}", daemon.token)}),
+    )
+    .await;
     send(&mut socket, json!({"type": "ping"})).await;
     assert_eq!(receive(&mut socket).await.unwrap()["type"], "pong");
 
@@ -131,15 +141,7 @@ async fn legacy_graphql_ws_pushes_job_updates_with_the_token_in_the_upgrade_requ
         Some(&format!("Bearer {}", daemon.token)),
     )
     .await;
-    send(
-        &mut socket,
-        json!({"type": "connection_init", "payload": {}}),
-    )
-    .await;
-    assert_eq!(
-        receive(&mut socket).await.unwrap()["type"],
-        "connection_ack"
-    );
+    acknowledged_init(&mut socket, json!({})).await;
     send(
         &mut socket,
         json!({"id": "1", "type": "start", "payload": {"query": JOB_UPDATES}}),
@@ -162,15 +164,7 @@ async fn a_subscription_without_a_token_is_refused_on_both_protocols() {
         ("graphql-ws", "start"),
     ] {
         let mut socket = connect(&daemon, protocol, None).await;
-        send(
-            &mut socket,
-            json!({"type": "connection_init", "payload": {}}),
-        )
-        .await;
-        assert_eq!(
-            receive(&mut socket).await.unwrap()["type"],
-            "connection_ack"
-        );
+        acknowledged_init(&mut socket, json!({})).await;
         send(
             &mut socket,
             json!({"id": "1", "type": start, "payload": {"query": JOB_UPDATES}}),
