@@ -18,6 +18,24 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct ClientId(pub String);
 
+/// A websocket connection's token. It is checked again for every operation
+/// on the socket and for every event of a subscription, so a token deleted
+/// or refreshed meanwhile stops working at once there too.
+#[derive(Debug, Clone)]
+pub struct PresentedToken(pub String);
+
+/// Whether the request's token is still valid, asked again later (by a
+/// subscription before each event).
+pub fn still_authorized(ctx: &Context<'_>) -> impl Fn() -> bool + Send + Sync + use<> {
+    let app = app(ctx).clone();
+    let token = ctx.data_opt::<PresentedToken>().map(|t| t.0.clone());
+    move || {
+        token
+            .as_deref()
+            .is_none_or(|token| app.tokens.authenticate(token).is_some())
+    }
+}
+
 /// Fields open without a token: (parent type, field).
 const PUBLIC_FIELDS: &[(&str, &str)] = &[
     ("Query", "api"),
@@ -70,8 +88,16 @@ impl Extension for RequireTokenExtension {
         request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
-        let authenticated = ctx.data_opt::<Caller>().is_some()
-            || request.data.contains_key(&TypeId::of::<Caller>());
+        let mut request = request;
+        // A websocket operation: who the token belongs to now.
+        if !request.data.contains_key(&TypeId::of::<Caller>())
+            && let (Some(token), Some(app)) =
+                (ctx.data_opt::<PresentedToken>(), ctx.data_opt::<Arc<App>>())
+            && let Some(caller) = app.tokens.authenticate(&token.0)
+        {
+            request = request.data(caller);
+        }
+        let authenticated = request.data.contains_key(&TypeId::of::<Caller>());
         let request = if authenticated {
             request
         } else {

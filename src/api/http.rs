@@ -1,7 +1,7 @@
 //! HTTP and websocket transport for the schema: `/graphql` (POST queries,
 //! websocket subscriptions, GraphiQL for a browser) and `/api/version`.
 
-use super::auth::ClientId;
+use super::auth::{ClientId, PresentedToken};
 use super::types::api::API_VERSION;
 use super::{ApiSchema, build_schema};
 use crate::app::App;
@@ -254,8 +254,9 @@ async fn websocket(
     let mut data = Data::default();
     data.insert(locale(&headers));
     data.insert(client.clone());
-    if let Some(caller) = header_caller.clone() {
-        data.insert(caller);
+    let header_token = header_caller.and(header_token(&headers).map(str::to_owned));
+    if let Some(token) = header_token.clone() {
+        data.insert(PresentedToken(token));
     }
     let app = shared.app.clone();
     upgrade
@@ -265,11 +266,14 @@ async fn websocket(
                 .with_data(data)
                 .on_connection_init(move |payload| async move {
                     let mut data = Data::default();
-                    if header_caller.is_some() {
+                    if header_token.is_some() {
                         return Ok(data);
                     }
-                    match check_token(&app, &client, init_payload_token(&payload)).await {
-                        Ok(Some(caller)) => data.insert(caller),
+                    let token = init_payload_token(&payload);
+                    match check_token(&app, &client, token).await {
+                        Ok(Some(_)) => {
+                            data.insert(PresentedToken(token.unwrap_or_default().to_owned()))
+                        }
                         Ok(None) => {}
                         Err(()) => return Err(async_graphql::Error::new("Invalid token")),
                     }

@@ -1,6 +1,6 @@
 //! The schema's root types, merged from one piece per area.
 
-use super::auth::{app, caller};
+use super::auth::{app, caller, still_authorized};
 use super::errors::{Status, say, unavailable};
 use super::types::api::{ApiMutationRoot, ApiQueryRoot};
 use super::types::backup::{BackupMutationRoot, BackupQueryRoot};
@@ -78,6 +78,7 @@ impl Subscription {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = Vec<ApiJob>> + use<>> {
         caller(ctx)?;
+        let authorized = still_authorized(ctx);
         let locale = super::errors::locale(ctx);
         let jobs = app(ctx).jobs.clone();
         // Subscribe before reading the current list, so no change falls between.
@@ -97,7 +98,10 @@ impl Subscription {
             };
             async move { item }
         });
-        Ok(stream::once(async move { first }).chain(rest))
+        // Ends as soon as the token is deleted or refreshed.
+        Ok(stream::once(async move { first })
+            .chain(rest)
+            .take_while(move |_| futures_util::future::ready(authorized())))
     }
 
     /// Counts from 0 to 4, one number every half second: a connectivity
@@ -107,12 +111,15 @@ impl Subscription {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = i32> + use<>> {
         caller(ctx)?;
-        Ok(stream::iter(0..5).then(|n| async move {
-            if n > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-            n
-        }))
+        let authorized = still_authorized(ctx);
+        Ok(stream::iter(0..5)
+            .then(|n| async move {
+                if n > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                n
+            })
+            .take_while(move |_| futures_util::future::ready(authorized())))
     }
 
     async fn log_entries(

@@ -71,16 +71,19 @@ impl TokenService {
         Ok(service)
     }
 
+    /// Reads the tokens again. The write lock is held across the read so
+    /// that two reloads cannot finish in the wrong order and bring back a
+    /// token that was just deleted.
     fn reload(&self) -> Outcome<()> {
+        let mut cached = self.tokens.write().unwrap_or_else(|e| e.into_inner());
         let version = self
             .store
             .data_version()
             .map_err(|e| Failure::internal("reading the database version", e))?;
-        let tokens = self
+        *cached = self
             .store
             .tokens()
             .map_err(|e| Failure::internal("loading device tokens", e))?;
-        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = tokens;
         self.loaded_version.store(version, Ordering::Relaxed);
         Ok(())
     }
@@ -254,7 +257,7 @@ impl TokenService {
     pub fn use_recovery_key(&self, words: &str, device_name: &str) -> Outcome<Issued> {
         let key = self.matching_key(KeyKind::Recovery, words)?;
         let spend = KeySpend::SetUsesLeft(key.uses_left.map(|n| n - 1));
-        self.spend_key(KeyKind::Recovery, spend, device_name)
+        self.spend_key(KeyKind::Recovery, &key, spend, device_name)
     }
 
     pub fn new_device_key(&self) -> Outcome<String> {
@@ -283,8 +286,8 @@ impl TokenService {
     }
 
     pub fn use_new_device_key(&self, words: &str, device_name: &str) -> Outcome<Issued> {
-        self.matching_key(KeyKind::NewDevice, words)?;
-        self.spend_key(KeyKind::NewDevice, KeySpend::Delete, device_name)
+        let key = self.matching_key(KeyKind::NewDevice, words)?;
+        self.spend_key(KeyKind::NewDevice, &key, KeySpend::Delete, device_name)
     }
 
     fn new_key(
@@ -317,15 +320,7 @@ impl TokenService {
 
     /// The stored key, if `words` are its mnemonic and it may still be used.
     fn matching_key(&self, kind: KeyKind, words: &str) -> Outcome<StoredKey> {
-        let not_found = || match kind {
-            KeyKind::Recovery => {
-                Failure::not_found("Recovery key not found", "Ключ восстановления не найден")
-            }
-            KeyKind::NewDevice => Failure::not_found(
-                "New device key not found",
-                "Ключ для нового устройства не найден",
-            ),
-        };
+        let not_found = || key_not_found(kind);
         let key = self
             .store
             .key(kind)
@@ -347,12 +342,24 @@ impl TokenService {
         }
     }
 
-    fn spend_key(&self, kind: KeyKind, spend: KeySpend, device_name: &str) -> Outcome<Issued> {
+    /// Spends `key` only if it is still exactly as checked (same key, same
+    /// uses left): of two requests racing for the last use, one loses.
+    fn spend_key(
+        &self,
+        kind: KeyKind,
+        key: &StoredKey,
+        spend: KeySpend,
+        device_name: &str,
+    ) -> Outcome<Issued> {
         let secret = random_token();
         let device = self.unique_device_name(device_name);
-        self.store
-            .spend_key_for_token(kind, spend, &self.stored_token(&device, &secret))
+        let spent = self
+            .store
+            .spend_key_for_token(kind, key, spend, &self.stored_token(&device, &secret))
             .map_err(|e| Failure::internal("issuing a device token", e))?;
+        if !spent {
+            return Err(key_not_found(kind));
+        }
         self.reload()?;
         Ok(Issued { secret, device })
     }
@@ -374,6 +381,19 @@ impl TokenService {
             name.push(char::from(b'0' + rand::random_range(0..10u8)));
         }
         name
+    }
+}
+
+/// The one answer to every failed key use, whatever was wrong.
+fn key_not_found(kind: KeyKind) -> Failure {
+    match kind {
+        KeyKind::Recovery => {
+            Failure::not_found("Recovery key not found", "Ключ восстановления не найден")
+        }
+        KeyKind::NewDevice => Failure::not_found(
+            "New device key not found",
+            "Ключ для нового устройства не найден",
+        ),
     }
 }
 
@@ -551,6 +571,41 @@ mod tests {
         let failure = tokens.use_recovery_key(&words, "d").unwrap_err();
         assert_eq!(failure.kind, crate::domain::error::FailureKind::NotFound);
         assert!(!tokens.recovery_key_status().unwrap().valid);
+    }
+
+    #[test]
+    fn two_requests_racing_for_the_last_use_get_one_token() {
+        let (tokens, _) = service();
+        let words = tokens.new_recovery_key(None, Some(1)).unwrap();
+        // Both requests checked the key before either spent it.
+        let first = tokens.matching_key(KeyKind::Recovery, &words).unwrap();
+        let second = tokens.matching_key(KeyKind::Recovery, &words).unwrap();
+        tokens
+            .spend_key(
+                KeyKind::Recovery,
+                &first,
+                KeySpend::SetUsesLeft(Some(0)),
+                "a",
+            )
+            .unwrap();
+        let lost = tokens
+            .spend_key(
+                KeyKind::Recovery,
+                &second,
+                KeySpend::SetUsesLeft(Some(0)),
+                "b",
+            )
+            .unwrap_err();
+        assert_eq!(lost.kind, crate::domain::error::FailureKind::NotFound);
+        assert_eq!(tokens.devices().len(), 1);
+        let words = tokens.new_device_key().unwrap();
+        let checked = tokens.matching_key(KeyKind::NewDevice, &words).unwrap();
+        tokens.new_device_key().unwrap(); // replaced meanwhile
+        assert!(
+            tokens
+                .spend_key(KeyKind::NewDevice, &checked, KeySpend::Delete, "c")
+                .is_err()
+        );
     }
 
     #[test]

@@ -144,27 +144,35 @@ impl Store {
 
     /// Uses a key and creates the device token it grants in one transaction,
     /// so a key is never spent without a token, nor a token made twice.
+    /// The key is spent only if it is still `expected` (compare and swap);
+    /// false if it changed meanwhile.
     pub fn spend_key_for_token(
         &self,
         kind: KeyKind,
+        expected: &StoredKey,
         spend: KeySpend,
         token: &StoredToken,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        match spend {
-            KeySpend::Delete => {
-                tx.execute(
-                    "DELETE FROM api_keys WHERE kind = ?1",
-                    params![kind.as_str()],
-                )?;
-            }
-            KeySpend::SetUsesLeft(uses_left) => {
-                tx.execute(
-                    "UPDATE api_keys SET uses_left = ?2 WHERE kind = ?1",
-                    params![kind.as_str(), uses_left],
-                )?;
-            }
+        let changed = match spend {
+            KeySpend::Delete => tx.execute(
+                "DELETE FROM api_keys WHERE kind = ?1 AND key_hash = ?2 AND uses_left IS ?3",
+                params![kind.as_str(), expected.hash.as_slice(), expected.uses_left],
+            )?,
+            KeySpend::SetUsesLeft(uses_left) => tx.execute(
+                "UPDATE api_keys SET uses_left = ?4
+                 WHERE kind = ?1 AND key_hash = ?2 AND uses_left IS ?3",
+                params![
+                    kind.as_str(),
+                    expected.hash.as_slice(),
+                    expected.uses_left,
+                    uses_left
+                ],
+            )?,
+        };
+        if changed != 1 {
+            return Ok(false); // dropping the transaction rolls it back
         }
         tx.execute(
             "INSERT INTO device_tokens (name, token_hash, created_at) VALUES (?1, ?2, ?3)",
@@ -175,6 +183,6 @@ impl Store {
             ],
         )?;
         tx.commit()?;
-        Ok(())
+        Ok(true)
     }
 }

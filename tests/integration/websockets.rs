@@ -214,3 +214,46 @@ async fn a_wrong_token_in_connection_init_closes_the_connection() {
         "upgrade refused"
     );
 }
+
+#[tokio::test]
+async fn a_deleted_token_stops_working_on_an_open_socket() {
+    let daemon = Daemon::start().await;
+    let (ok, other, _) = cli(
+        daemon.state_dir.path(),
+        &["token", "new", "--device", "other"],
+        None,
+    );
+    assert!(ok);
+    let mut socket = connect(&daemon, "graphql-transport-ws", None).await;
+    acknowledged_init(
+        &mut socket,
+        json!({"Authorization": format!("Bearer {}", other.trim())}),
+    )
+    .await;
+    send(
+        &mut socket,
+        json!({"id": "1", "type": "subscribe", "payload": {"query": JOB_UPDATES}}),
+    )
+    .await;
+    assert_eq!(receive(&mut socket).await.unwrap()["type"], "next");
+
+    let r = daemon
+        .query(
+            "mutation { api { deleteDeviceApiToken(device: \"other\") { code } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r["data"]["api"]["deleteDeviceApiToken"]["code"], 200);
+    start_test_job(&daemon).await;
+    // The subscription ends instead of delivering the next list.
+    let ended = receive(&mut socket).await.unwrap();
+    assert_eq!(
+        (ended["type"].clone(), ended["id"].clone()),
+        (json!("complete"), json!("1")),
+        "{ended}"
+    );
+    // And nothing else on the socket works any more.
+    send(&mut socket, json!({"id": "2", "type": "subscribe", "payload": {"query": "{ api { devices { name } } }"}})).await;
+    let answer = receive(&mut socket).await.unwrap();
+    assert!(answer.to_string().contains("UNAUTHENTICATED"), "{answer}");
+}
