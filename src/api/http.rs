@@ -173,8 +173,8 @@ fn token_from_authorization(value: &str) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
-/// Checks a presented token, waiting first if this client has failed too
-/// often. `Err` means a token was presented and is wrong.
+/// Checks a presented token; a wrong one is answered late if this client
+/// has failed too often. `Err` means a token was presented and is wrong.
 async fn check_token(
     app: &App,
     client: &ClientId,
@@ -183,14 +183,13 @@ async fn check_token(
     let Some(token) = token else {
         return Ok(None);
     };
-    let wait = app.throttle.reserve(&client.0);
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
-    }
     match app.tokens.authenticate(token) {
-        Some(caller) => Ok(Some(caller)),
+        Some(caller) => {
+            app.throttle.forgive(&client.0);
+            Ok(Some(caller))
+        }
         None => {
-            app.throttle.record_failure(&client.0);
+            app.throttle.penalize(&client.0).await;
             Err(())
         }
     }

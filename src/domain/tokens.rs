@@ -451,7 +451,7 @@ impl AuthThrottle {
         (std::time::Duration::from_millis(250) * 2u32.pow(excess)).min(Self::MAX_DELAY)
     }
 
-    /// How long this client must wait before its next attempt is checked.
+    /// How long the answer to this client's latest failure must wait.
     pub fn reserve(&self, client: &str) -> std::time::Duration {
         let now = std::time::Instant::now();
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
@@ -476,6 +476,15 @@ impl AuthThrottle {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if clients.len() >= Self::MAX_CLIENTS && !clients.contains_key(client) {
             clients.retain(|_, f| now.duration_since(f.last_failure) <= Self::FORGET_AFTER);
+            // Still full of fresh entries: the oldest makes room.
+            if clients.len() >= Self::MAX_CLIENTS
+                && let Some(oldest) = clients
+                    .iter()
+                    .min_by_key(|(_, f)| f.last_failure)
+                    .map(|(k, _)| k.clone())
+            {
+                clients.remove(&oldest);
+            }
         }
         let entry = clients.entry(client.to_owned()).or_insert(ClientFailures {
             count: 0,
@@ -491,6 +500,24 @@ impl AuthThrottle {
                 "repeated authentication failures"
             );
         }
+    }
+
+    /// A failed attempt: counted, and answered only when the client's next
+    /// slot comes (parallel guesses queue up). Valid attempts never wait.
+    pub async fn penalize(&self, client: &str) {
+        self.record_failure(client);
+        let wait = self.reserve(client);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// A client that got in is forgiven its earlier mistakes.
+    pub fn forgive(&self, client: &str) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(client);
     }
 }
 

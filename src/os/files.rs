@@ -13,7 +13,12 @@ pub fn write_atomically(path: &Path, bytes: &[u8], new_mode: u32) -> std::io::Re
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(new_mode);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // Unique per write: two writers never share a temp file.
+    let tmp = dir.join(format!(
+        ".{name}.{}.{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let written = (|| {
         let mut file = std::fs::OpenOptions::new()
             .write(true)

@@ -69,6 +69,14 @@ pub enum JobOutcome {
     TimedOut,
 }
 
+/// A followed unit: its state once read, and a count of the signals that
+/// changed it, so a slow read never overwrites a newer signal.
+#[derive(Debug, Default)]
+struct Tracked {
+    state: Option<UnitState>,
+    generation: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
     #[error("D-Bus: {0}")]
@@ -78,8 +86,8 @@ pub enum SystemdError {
 }
 
 struct Cache {
-    /// Tracked units by name.
-    units: HashMap<String, UnitState>,
+    /// Followed units by name.
+    units: HashMap<String, Tracked>,
 }
 
 /// The systemd adapter. Cloning shares the connection and the cache.
@@ -164,13 +172,19 @@ impl Systemd {
     }
 
     /// The states of these units: from the cache, asking systemd only for
-    /// units seen for the first time (they are then followed by signals).
+    /// units not read yet (they are then followed by signals). A unit whose
+    /// state cannot be read is left out (and asked for again next time).
     pub async fn unit_states(&self, names: &[String]) -> HashMap<String, UnitState> {
         let missing: Vec<String> = {
             let cache = self.read_cache();
             names
                 .iter()
-                .filter(|n| !cache.units.contains_key(n.as_str()))
+                .filter(|n| {
+                    cache
+                        .units
+                        .get(n.as_str())
+                        .is_none_or(|t| t.state.is_none())
+                })
                 .cloned()
                 .collect()
         };
@@ -180,25 +194,36 @@ impl Systemd {
         let cache = self.read_cache();
         names
             .iter()
-            .filter_map(|n| cache.units.get(n).map(|s| (n.clone(), s.clone())))
+            .filter_map(|n| {
+                let state = cache.units.get(n)?.state.clone()?;
+                Some((n.clone(), state))
+            })
             .collect()
     }
 
-    /// Reads a unit's state from systemd into the cache. A unit systemd
-    /// cannot load is cached as `not-found`.
+    /// Reads a unit's state from systemd into the cache. The unit is
+    /// followed from before the read, and if a signal changed it during the
+    /// read, it is read again rather than overwritten with older news.
     async fn refresh(&self, name: &str) {
-        let state = match self.fetch(name).await {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::warn!(unit = name, "reading unit state: {e}");
-                UnitState {
-                    load_state: "not-found".into(),
-                    active_state: "inactive".into(),
-                    sub_state: "dead".into(),
+        let before = self
+            .write_cache()
+            .units
+            .entry(name.to_owned())
+            .or_default()
+            .generation;
+        match self.fetch(name).await {
+            Ok(state) => {
+                let mut cache = self.write_cache();
+                let tracked = cache.units.entry(name.to_owned()).or_default();
+                if tracked.generation == before {
+                    tracked.state = Some(state);
+                } else {
+                    drop(cache);
+                    self.mark_stale(Stale::Unit(name.to_owned()));
                 }
             }
-        };
-        self.write_cache().units.insert(name.to_owned(), state);
+            Err(e) => tracing::warn!(unit = name, "reading unit state: {e}"),
+        }
     }
 
     async fn fetch(&self, name: &str) -> Result<UnitState, SystemdError> {
@@ -244,7 +269,10 @@ impl Systemd {
         let mut changes = MessageStream::for_match_rule(rule, &self.connection, None).await?;
         let this = self.clone();
         tokio::spawn(async move {
-            while let Some(Ok(message)) = changes.next().await {
+            while let Some(message) = changes.next().await {
+                let Ok(message) = message else {
+                    continue; // one unreadable message; the stream goes on
+                };
                 let Some(path) = message.header().path().map(|p| p.to_string()) else {
                     continue;
                 };
@@ -268,7 +296,16 @@ impl Systemd {
                     continue;
                 }
                 let mut cache = this.write_cache();
-                if let Some(state) = cache.units.get_mut(&name) {
+                let Some(tracked) = cache.units.get_mut(&name) else {
+                    continue;
+                };
+                tracked.generation += 1;
+                let Some(state) = tracked.state.as_mut() else {
+                    drop(cache);
+                    this.mark_stale(Stale::Unit(name));
+                    continue;
+                };
+                {
                     for (key, value) in changed {
                         let Ok(text) = String::try_from(value) else {
                             continue;
@@ -303,10 +340,13 @@ impl Systemd {
                         // Garbage collection: the unit is inactive, and still
                         // exists (or not) as before.
                         if let Ok(args) = signal.args()
-                            && let Some(state) = this.write_cache().units.get_mut(&args.id)
+                            && let Some(tracked) = this.write_cache().units.get_mut(&args.id)
                         {
-                            state.active_state = "inactive".into();
-                            state.sub_state = "dead".into();
+                            tracked.generation += 1;
+                            if let Some(state) = tracked.state.as_mut() {
+                                state.active_state = "inactive".into();
+                                state.sub_state = "dead".into();
+                            }
                         }
                     }
                     Some(signal) = reloads.next() => {

@@ -306,7 +306,12 @@ async fn the_apps_services_operations_configure_enable_and_disable_for_real() {
     assert_eq!(disabled["code"], 200);
     assert_rebuilt(&client).await;
     assert_ne!(testbed.unit_state("notes.service"), "active");
-    assert_eq!(find(&all_services(&client).await, "notes")["status"], "OFF");
+    // The reload that removed the unit reaches the status within a second.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while find(&all_services(&client).await, "notes")["status"] != "OFF" {
+        assert!(Instant::now() < deadline, "notes did not turn OFF");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let required = mutate(&client, "DisableService", json!({"serviceId": "core"})).await;
     assert_eq!(required["code"], 400, "{required}");
 

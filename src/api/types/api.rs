@@ -129,8 +129,8 @@ fn status_return(
     }
 }
 
-/// Key use is open to anyone, so each attempt waits for the client's
-/// throttle slot and each failure counts against the client.
+/// Key use is open to anyone: each failure counts against the client and
+/// is answered late once it has failed too often.
 async fn throttled_key_use(
     ctx: &Context<'_>,
     attempt: impl FnOnce() -> Outcome<Issued>,
@@ -140,13 +140,9 @@ async fn throttled_key_use(
         .data_opt::<ClientId>()
         .map(|c| c.0.as_str())
         .unwrap_or("unknown");
-    let wait = app.throttle.reserve(client);
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
-    }
     let outcome = attempt();
     if outcome.is_err() {
-        app.throttle.record_failure(client);
+        app.throttle.penalize(client).await;
     }
     outcome
 }

@@ -230,7 +230,9 @@ pub fn apply_settings(
         .cloned()
         .unwrap_or_default();
     let all = settings(definition, &current);
-    let mut checked = Vec::with_capacity(changes.len());
+    // Values are checked against a working copy that already holds the
+    // earlier values of this batch (two options given one subdomain clash).
+    let mut working = document.clone();
     for (key, value) in changes {
         let Some(setting) = all.iter().find(|s| &s.id == key) else {
             return Err(bad(
@@ -245,15 +247,12 @@ pub fn apply_settings(
                 key,
                 stored.as_str().unwrap_or(""),
                 catalogue,
-                document,
+                &working,
             )?;
         }
-        checked.push((key.clone(), stored));
+        module_entry(&mut working, id)?.insert(key.clone(), stored);
     }
-    let module = module_entry(document, id)?;
-    for (key, value) in checked {
-        module.insert(key, value);
-    }
+    *document = working;
     Ok(())
 }
 
@@ -329,6 +328,8 @@ mod tests {
                 "enable": {"name": "enable", "default": false, "meta": {"type": "enable"}},
                 "subdomain": {"name": "subdomain", "default": subdomain_default, "description": "Subdomain",
                     "meta": {"type": "string", "widget": "subdomain", "weight": 0, "regex": "[a-z0-9][a-z0-9-]{0,61}[a-z0-9]"}},
+                "adminSubdomain": {"name": "adminSubdomain", "default": format!("{subdomain_default}-admin"), "description": "Admin subdomain",
+                    "meta": {"type": "string", "widget": "subdomain", "weight": 1, "regex": "[a-z0-9][a-z0-9-]{0,61}[a-z0-9]"}},
                 "theme": {"name": "theme", "default": "light", "description": "Theme",
                     "meta": {"type": "enum", "options": ["light", "dark"], "weight": 5}},
                 "debug": {"name": "debug", "default": false, "description": "Debug", "meta": {"type": "bool"}},
@@ -346,10 +347,20 @@ mod tests {
         let module = json!({"enable": true, "theme": "dark"});
         let list = settings(&notes, module.as_object().unwrap());
         let ids: Vec<_> = list.iter().map(|s| s.id.as_str()).collect();
-        assert_eq!(ids, ["subdomain", "uploadMb", "theme", "debug", "motd"]);
-        assert_eq!(list[2].value, "dark");
+        assert_eq!(
+            ids,
+            [
+                "subdomain",
+                "adminSubdomain",
+                "uploadMb",
+                "theme",
+                "debug",
+                "motd"
+            ]
+        );
+        assert_eq!(list[3].value, "dark");
         assert_eq!(list[0].widget, "subdomain");
-        assert_eq!(list[3].widget, "switch");
+        assert_eq!(list[4].widget, "switch");
     }
 
     #[test]
@@ -375,6 +386,7 @@ mod tests {
             json!({"enable": false}), // not a setting
             json!({"nonsense": 1}),
             json!({"theme": "dark", "uploadMb": 5000}), // one bad value spoils all
+            json!({"subdomain": "same", "adminSubdomain": "same"}), // clash within the batch
         ] {
             let failure = try_apply(bad_change.clone(), &mut document).unwrap_err();
             assert_eq!(

@@ -3,9 +3,14 @@
 //! (comments, other inputs, formatting). Works on the text with a small
 //! Nix lexer that knows strings, comments and interpolation.
 
-/// The installed module ids, in order of appearance.
-pub fn installed_modules(flake: &str) -> Vec<String> {
-    let code = code_only(flake);
+/// The installed module ids, in order of appearance. A file the lexer
+/// cannot follow is an error, never a guess.
+pub fn installed_modules(flake: &str) -> Result<Vec<String>, EditError> {
+    let lexed = lex(flake)?;
+    let code: String = flake
+        .char_indices()
+        .map(|(i, c)| if lexed.code[i] { c } else { ' ' })
+        .collect();
     let mut ids = Vec::new();
     let mut rest = code.as_str();
     while let Some(at) = rest.find("sp-module-") {
@@ -22,7 +27,7 @@ pub fn installed_modules(flake: &str) -> Vec<String> {
         }
         rest = &after[id.len()..];
     }
-    ids
+    Ok(ids)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -36,15 +41,18 @@ pub enum EditError {
 /// `flake` with an input `sp-module-<id>.url = "<url>";` added where the
 /// other inputs are, indented like them. Unchanged if already present.
 pub fn add_module_input(flake: &str, id: &str, url: &str) -> Result<String, EditError> {
-    if installed_modules(flake).iter().any(|m| m == id) {
+    if installed_modules(flake)?.iter().any(|m| m == id) {
         return Ok(flake.to_owned());
     }
     let lexed = lex(flake)?;
     // Form 1: `inputs = { ... };` at the top level of the flake's attrset.
     if let Some(open) = find_top_level(flake, &lexed, "inputs", '=') {
-        let brace = flake[open..]
-            .find('{')
-            .map(|i| open + i)
+        // The next code after `=` must open the attrset (`inputs = import
+        // ./x.nix;` is not something to edit).
+        let equals = open + flake[open..].find('=').ok_or(EditError::NoInputs)?;
+        let brace = (equals + 1..flake.len())
+            .find(|&i| lexed.code[i] && !flake.as_bytes()[i].is_ascii_whitespace())
+            .filter(|&i| flake.as_bytes()[i] == b'{')
             .ok_or(EditError::NoInputs)?;
         let close = matching_brace(flake, &lexed, brace).ok_or(EditError::Unparsable)?;
         let indent = entry_indent(flake, brace, close);
@@ -191,16 +199,6 @@ fn lex(text: &str) -> Result<Lexed, EditError> {
     Ok(Lexed { code, depth })
 }
 
-fn code_only(text: &str) -> String {
-    match lex(text) {
-        Ok(lexed) => text
-            .char_indices()
-            .map(|(i, c)| if lexed.code[i] { c } else { ' ' })
-            .collect(),
-        Err(_) => text.to_owned(),
-    }
-}
-
 /// The byte offset of `word` followed (after spaces) by `then`, in code at
 /// depth 1 (inside the flake's top attrset), not part of a longer name.
 fn find_top_level(text: &str, lexed: &Lexed, word: &str, then: char) -> Option<usize> {
@@ -292,7 +290,11 @@ mod tests {
 
     #[test]
     fn installed_modules_skip_comments_and_strings() {
-        assert_eq!(installed_modules(HAND_WRITTEN), ["gitea"]);
+        assert_eq!(installed_modules(HAND_WRITTEN).unwrap(), ["gitea"]);
+        assert_eq!(
+            installed_modules("{ x = \"unterminated; }"),
+            Err(EditError::Unparsable)
+        );
     }
 
     #[test]
@@ -303,7 +305,7 @@ mod tests {
             "git+https://example.org/c.git?dir=sp-modules/notes",
         )
         .unwrap();
-        assert_eq!(installed_modules(&edited), ["gitea", "notes"]);
+        assert_eq!(installed_modules(&edited).unwrap(), ["gitea", "notes"]);
         let added = "    sp-module-notes.url = \"git+https://example.org/c.git?dir=sp-modules/notes\";\n  };\n\n  outputs";
         assert!(edited.contains(added), "{edited}");
         // Nothing else changed: removing the added line gives the original.
@@ -328,6 +330,12 @@ mod tests {
 
     #[test]
     fn broken_or_inputless_files_are_refused() {
+        let imported =
+            "{\n  inputs = import ./inputs.nix; # { not here\n  outputs = { self }: { };\n}\n";
+        assert_eq!(
+            add_module_input(imported, "a", "u"),
+            Err(EditError::NoInputs)
+        );
         assert_eq!(
             add_module_input("{ outputs = _: {}; }", "a", "u"),
             Err(EditError::NoInputs)

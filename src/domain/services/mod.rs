@@ -11,7 +11,7 @@ pub mod usage;
 
 use super::error::{Failure, FailureKind, Outcome};
 use super::i18n::Text;
-use super::system::rebuild::{Accepted, Rebuilds};
+use super::system::rebuild::{Accepted, ConfigChange, FileEdit, Rebuilds};
 use crate::os::disks::{self, Filesystem};
 use crate::os::systemd::{JobOutcome, SystemdLink, UnitAction};
 use crate::os::userdata::UserdataFile;
@@ -300,7 +300,15 @@ impl Services {
         }
         let text =
             std::fs::read_to_string(path).map_err(|e| Failure::internal("reading flake.nix", e))?;
-        let modules = Arc::new(flake::installed_modules(&text));
+        let modules = Arc::new(flake::installed_modules(&text).map_err(|e| {
+            Failure::new(
+                FailureKind::Internal,
+                Text::new(
+                    format!("Cannot read the inputs of {}: {e:?}", path.display()),
+                    format!("Не удалось прочитать inputs в {}: {e:?}", path.display()),
+                ),
+            )
+        })?);
         *cache = Some((identity, modules.clone()));
         Ok(modules)
     }
@@ -428,7 +436,7 @@ impl Services {
     ) -> Outcome<(ServiceView, Accepted)> {
         let definition = self.catalogue.get(id).ok_or_else(service_not_found)?;
         let catalogue = self.catalogue.definitions();
-        let change = Box::new(move |document: &mut Value| {
+        let change = ConfigChange::userdata(move |document: &mut Value| {
             config::apply_settings(&definition, &catalogue, &changes, document)
         });
         let accepted = self.rebuilds.change(change)?;
@@ -440,11 +448,17 @@ impl Services {
     /// has a rebuild apply it.
     pub async fn enable(&self, id: &str) -> Outcome<(ServiceView, Accepted)> {
         let definition = self.catalogue.get(id).ok_or_else(service_not_found)?;
-        if !self.is_installed(id)? {
-            self.install(id)?;
-        }
+        let install = if self.is_installed(id)? {
+            None
+        } else {
+            let flake = self.setup.flake.clone();
+            let module = id.to_owned();
+            let url = self.setup.module_url_template.replace("{id}", id);
+            let install: FileEdit = Box::new(move || install_module(&flake, &module, &url));
+            Some(install)
+        };
         let root_volume = disks::filesystem_of(std::path::Path::new("/")).map(|f| f.name);
-        let change = Box::new(move |document: &mut Value| {
+        let edit = Box::new(move |document: &mut Value| {
             let needs_location = definition.options.contains_key("location");
             let module = config::module_entry(document, &definition.meta.id)?;
             module.insert("enable".into(), Value::Bool(true));
@@ -456,6 +470,10 @@ impl Services {
             }
             Ok(())
         });
+        let change = ConfigChange {
+            userdata: edit,
+            before_write: install,
+        };
         let accepted = self.rebuilds.change(change)?;
         Ok((self.get(id).await?, accepted))
     }
@@ -476,7 +494,7 @@ impl Services {
             ));
         }
         let service_id = definition.meta.id.clone();
-        let change = Box::new(move |document: &mut Value| {
+        let change = ConfigChange::userdata(move |document: &mut Value| {
             config::module_entry(document, &service_id)?
                 .insert("enable".into(), Value::Bool(false));
             Ok(())
@@ -484,28 +502,32 @@ impl Services {
         let accepted = self.rebuilds.change(change)?;
         Ok((self.get(id).await?, accepted))
     }
+}
 
-    /// Adds the module's `sp-module-<id>` input to flake.nix, keeping the
-    /// rest of the file as it is. A failed rebuild puts the old file back.
-    fn install(&self, id: &str) -> Outcome<()> {
-        let path = &self.setup.flake;
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Failure::internal("reading flake.nix", e))?;
-        let url = self.setup.module_url_template.replace("{id}", id);
-        let edited = flake::add_module_input(&text, id, &url).map_err(|e| {
-            Failure::new(
-                FailureKind::Internal,
-                Text::new(
-                    format!("Cannot add the module to {}: {e:?}", path.display()),
-                    format!("Не удалось добавить модуль в {}: {e:?}", path.display()),
+/// Adds the module's `sp-module-<id>` input to flake.nix, keeping the rest
+/// of the file as it is (nothing is written if it is there already). A
+/// failed rebuild puts the old file back.
+fn install_module(flake_path: &std::path::Path, id: &str, url: &str) -> Outcome<()> {
+    let text = std::fs::read_to_string(flake_path)
+        .map_err(|e| Failure::internal("reading flake.nix", e))?;
+    let edited = flake::add_module_input(&text, id, url).map_err(|e| {
+        Failure::new(
+            FailureKind::Internal,
+            Text::new(
+                format!("Cannot add the module to {}: {e:?}", flake_path.display()),
+                format!(
+                    "Не удалось добавить модуль в {}: {e:?}",
+                    flake_path.display()
                 ),
-            )
-        })?;
-        crate::os::files::write_atomically(path, edited.as_bytes(), 0o644)
+            ),
+        )
+    })?;
+    if edited != text {
+        crate::os::files::write_atomically(flake_path, edited.as_bytes(), 0o644)
             .map_err(|e| Failure::internal("writing flake.nix", e))?;
         tracing::info!(module = id, url, "installed module as a flake input");
-        Ok(())
     }
+    Ok(())
 }
 
 fn unit_failure(action: UnitAction, unit: &str, result: &str) -> Failure {

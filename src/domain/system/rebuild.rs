@@ -89,7 +89,25 @@ impl RebuildKind {
 /// A change to the declared configuration (userdata), checked against the
 /// document it is applied to: the same check runs when the change is made
 /// and, if it was queued behind a running rebuild, when it is applied.
-pub type ConfigChange = Box<dyn Fn(&mut Value) -> Outcome<()> + Send + Sync>;
+pub struct ConfigChange {
+    /// Edits userdata (and refuses what is invalid).
+    pub userdata: UserdataEdit,
+    /// Runs just before the userdata edit is written: for example adding a
+    /// module's input to flake.nix. Queued with the change, restored with it.
+    pub before_write: Option<FileEdit>,
+}
+
+pub type UserdataEdit = Box<dyn Fn(&mut Value) -> Outcome<()> + Send + Sync>;
+pub type FileEdit = Box<dyn Fn() -> Outcome<()> + Send + Sync>;
+
+impl ConfigChange {
+    pub fn userdata(edit: impl Fn(&mut Value) -> Outcome<()> + Send + Sync + 'static) -> Self {
+        ConfigChange {
+            userdata: Box::new(edit),
+            before_write: None,
+        }
+    }
+}
 
 /// When an accepted change or rebuild request takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,15 +261,22 @@ impl Rebuilds {
         let mut phase = self.phase();
         match &mut *phase {
             Phase::Running { pending } => {
-                // Check now against the current file, apply later.
+                // Check now against the file as the queued changes before
+                // this one will leave it; apply later.
                 let mut preview = self.read_userdata()?;
-                change(&mut preview)?;
+                if let Some((_, queued)) = pending.as_ref() {
+                    for earlier in queued {
+                        let _ = (earlier.userdata)(&mut preview);
+                    }
+                }
+                (change.userdata)(&mut preview)?;
                 let job = match pending {
                     Some((uid, changes)) => {
-                        changes.push(change);
-                        self.jobs.get(uid).ok_or_else(|| {
+                        let job = self.jobs.get(uid).ok_or_else(|| {
                             Failure::internal("queueing a change", "the queued job vanished")
-                        })?
+                        })?;
+                        changes.push(change);
+                        job
                     }
                     None => {
                         let job = self.create_job(RebuildKind::Rebuild)?;
@@ -266,18 +291,24 @@ impl Rebuilds {
                 })
             }
             Phase::Scheduled { job } => {
-                self.apply_now(&change)?;
                 let job = self.jobs.get(job).ok_or_else(|| {
                     Failure::internal("scheduling a rebuild", "the scheduled job vanished")
                 })?;
+                self.apply_now(&change)?;
                 Ok(Accepted {
                     job,
                     schedule: Schedule::Shortly,
                 })
             }
             Phase::Idle => {
-                self.apply_now(&change)?;
+                // Nothing is written for a change that is refused.
+                let mut preview = self.read_userdata()?;
+                (change.userdata)(&mut preview)?;
                 let job = self.create_job(RebuildKind::Rebuild)?;
+                if let Err(failure) = self.apply_now(&change) {
+                    self.fail(&job.uid, failure.message.clone());
+                    return Err(failure);
+                }
                 self.note(
                     &job.uid,
                     Text::new(
@@ -310,10 +341,18 @@ impl Rebuilds {
             .map_err(|e| Failure::internal("reading userdata", e))
     }
 
+    /// Checks the change against the file, runs its `before_write`, then
+    /// writes it. Callers hold the phase lock: config files are only ever
+    /// written under it.
     fn apply_now(&self, change: &ConfigChange) -> Outcome<()> {
+        let mut preview = self.read_userdata()?;
+        (change.userdata)(&mut preview)?;
+        if let Some(before_write) = &change.before_write {
+            before_write()?;
+        }
         self.config
             .userdata
-            .update(|document| change(document))
+            .update(|document| (change.userdata)(document))
             .map_err(|e| Failure::internal("writing userdata", e))?
     }
 
@@ -473,6 +512,8 @@ impl Rebuilds {
     /// After a rebuild: keep or restore the applied configuration, then
     /// start the queued follow-up, if any, with its changes applied.
     fn finished(self: &Arc<Self>, kind: RebuildKind, uid: &str, succeeded: bool) {
+        // Config files are only written under the phase lock.
+        let mut phase = self.phase();
         if kind != RebuildKind::Rollback {
             if succeeded {
                 self.config.save();
@@ -494,7 +535,6 @@ impl Rebuilds {
                 );
             }
         }
-        let mut phase = self.phase();
         let pending = match &mut *phase {
             Phase::Running { pending } => pending.take(),
             _ => None,
@@ -510,12 +550,17 @@ impl Rebuilds {
             }
         }
         if !refused.is_empty() {
-            self.note(
+            // In `error`, which the run keeps (a status text it would not):
+            // the app was told these changes were queued.
+            self.update(
                 &next,
-                Text::untranslated(format!(
-                    "Some queued changes were not applied: {}",
-                    refused.join("; ")
-                )),
+                JobUpdate {
+                    error: Some(Text::untranslated(format!(
+                        "Some queued changes were not applied: {}",
+                        refused.join("; ")
+                    ))),
+                    ..Default::default()
+                },
             );
         }
         *phase = Phase::Running { pending: None };
@@ -667,6 +712,14 @@ impl Rebuilds {
                 false
             }
             Ok(JobOutcome::TimedOut) => {
+                // Stop it before the configuration is restored under it: a
+                // late switch must not install what userdata no longer says.
+                if let Err(e) = systemd
+                    .run_job(UnitAction::Stop, unit, Duration::from_secs(120))
+                    .await
+                {
+                    tracing::error!(unit, "stopping a rebuild that ran too long: {e}");
+                }
                 let lines = self.last_lines(systemd, unit).await;
                 let minutes = self.run_timeout.as_secs() / 60;
                 self.fail(
