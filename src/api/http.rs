@@ -258,7 +258,11 @@ async fn websocket(
         data.insert(PresentedToken(token));
     }
     let app = shared.app.clone();
+    // The same size limit as a request body; axum's default is 64 MiB.
+    let limit = shared.app.config.max_body_bytes;
     upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| {
             GraphQLWebSocket::new(stream, shared.schema.clone(), protocol)

@@ -257,3 +257,21 @@ async fn a_deleted_token_stops_working_on_an_open_socket() {
     let answer = receive(&mut socket).await.unwrap();
     assert!(answer.to_string().contains("UNAUTHENTICATED"), "{answer}");
 }
+
+#[tokio::test]
+async fn an_oversized_websocket_message_closes_the_connection() {
+    let daemon = Daemon::start().await;
+    let mut socket = connect(&daemon, "graphql-transport-ws", None).await;
+    let huge = "x".repeat(300 * 1024);
+    let _ = socket
+        .send(Message::Text(
+            json!({"type": "connection_init", "payload": {"pad": huge}})
+                .to_string()
+                .into(),
+        ))
+        .await;
+    assert!(
+        receive(&mut socket).await.is_none(),
+        "closed instead of acknowledged"
+    );
+}
