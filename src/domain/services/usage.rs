@@ -13,6 +13,9 @@ const FRESH_FOR: Duration = Duration::from_secs(300);
 #[derive(Default)]
 pub struct UsageCache {
     entries: Mutex<HashMap<String, Entry>>,
+    /// One walk per service at a time: queries arriving during the first
+    /// measurement wait for it instead of walking the same folders again.
+    walks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 struct Entry {
@@ -26,6 +29,28 @@ impl UsageCache {
     /// The bytes in `folders`: cached; measured now only the first time;
     /// refreshed in the background once stale.
     pub async fn bytes(self: &Arc<Self>, service: &str, folders: Vec<PathBuf>) -> u64 {
+        if let Some(bytes) = self.cached(service, &folders) {
+            return bytes;
+        }
+        let walk = self
+            .walks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(service.to_owned())
+            .or_default()
+            .clone();
+        let _turn = walk.lock().await;
+        self.fresh_or_measure(service, folders).await
+    }
+
+    /// A measurement of exactly these folders that needs no refresh.
+    fn cached(&self, service: &str, folders: &[PathBuf]) -> Option<u64> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = entries.get(service)?;
+        (entry.folders == folders && entry.measured_at.elapsed() < FRESH_FOR).then_some(entry.bytes)
+    }
+
+    async fn fresh_or_measure(self: &Arc<Self>, service: &str, folders: Vec<PathBuf>) -> u64 {
         let stale = {
             let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
             match entries.get_mut(service) {
