@@ -86,9 +86,9 @@ pub struct JobRegistry {
 impl JobRegistry {
     /// Loads the stored jobs. A job still CREATED or RUNNING belonged to a
     /// daemon that died: it is marked ERROR, never left running forever,
-    /// unless it is RUNNING and `resumable` says its work goes on without
-    /// the daemon (a rebuild runs in its own unit): those are kept for
-    /// `take_resumable`.
+    /// unless `resumable` says its owner can pick it up again (a rebuild
+    /// runs in its own unit; a scheduled one can still be started): those
+    /// are kept for `take_resumable`.
     pub fn load(
         store: Arc<Store>,
         clock: Arc<Clock>,
@@ -102,7 +102,7 @@ impl JobRegistry {
         let mut resumed = Vec::new();
         for record in records {
             let mut job = job_from_record(record);
-            if job.status == JobStatus::Running && resumable(&job) {
+            if !job.status.is_done() && resumable(&job) {
                 tracing::info!(uid = %job.uid, type_id = %job.type_id, "resuming a job after a restart");
                 resumed.push(job.clone());
             } else if !job.status.is_done() {

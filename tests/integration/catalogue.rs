@@ -396,3 +396,21 @@ async fn a_failed_rebuild_leaves_userdata_as_the_running_system_has_it() {
     );
     assert_eq!(usage["title"], "notes (test)");
 }
+
+#[tokio::test]
+async fn a_scheduled_rebuild_still_runs_after_a_restart_of_the_daemon() {
+    let mut slow = setup();
+    slow.config = "rebuild_debounce_ms = 3000\npublic_ipv4 = \"203.0.113.10\"\n";
+    let testbed = Testbed::up(slow);
+    let client = testbed.start_daemon().await;
+    let enabled = mutate(&client, "EnableService", json!({"serviceId": "notes"})).await;
+    assert_eq!(enabled["code"], 200);
+    // Killed while the rebuild waits for more changes to join it.
+    testbed.restart_daemon(&client).await;
+    assert_rebuilt(&client).await;
+    assert_eq!(
+        testbed.unit_state("notes.service"),
+        "active",
+        "what the app shows is what runs"
+    );
+}

@@ -423,12 +423,48 @@ impl Rebuilds {
         let Some(kind) = RebuildKind::of_job(&job.type_id) else {
             return;
         };
+        if job.status == JobStatus::Created {
+            self.resume_unstarted(kind, job);
+            return;
+        }
         *self.phase() = Phase::Running { pending: None };
         let this = self.clone();
         tokio::spawn(async move {
             let succeeded = this.follow_resumed(kind, &job).await;
             this.finished(kind, &job.uid, succeeded);
         });
+    }
+
+    /// A rebuild that was scheduled or queued when the daemon stopped: it
+    /// builds the configuration as saved (a scheduled change is in it; one
+    /// still queued in memory was lost, and the job says so).
+    fn resume_unstarted(self: &Arc<Self>, kind: RebuildKind, job: Job) {
+        self.note(
+            &job.uid,
+            Text::new(
+                "The API restarted before this rebuild started; it builds the configuration as saved (changes still queued then were lost: check the settings)",
+                "Служба API перезапустилась до начала пересборки; собирается сохранённая конфигурация (изменения, ещё стоявшие в очереди, потеряны: проверьте настройки)",
+            ),
+        );
+        let mut phase = self.phase();
+        match &mut *phase {
+            Phase::Idle | Phase::Scheduled { .. } => {
+                *phase = Phase::Running { pending: None };
+                drop(phase);
+                self.spawn_run(kind, job.uid);
+            }
+            Phase::Running { pending } => match pending {
+                None => *pending = Some((job.uid, Vec::new())),
+                Some((first, _)) => {
+                    let first = first.clone();
+                    drop(phase);
+                    self.fail(
+                        &job.uid,
+                        Text::untranslated(format!("Merged into the rebuild {first}")),
+                    );
+                }
+            },
+        }
     }
 
     async fn follow_resumed(&self, kind: RebuildKind, job: &Job) -> bool {
