@@ -69,12 +69,11 @@ pub enum JobOutcome {
     TimedOut,
 }
 
-/// A followed unit: its state once read, and a count of the signals that
-/// changed it, so a slow read never overwrites a newer signal.
+/// A followed unit: its state once read. Every signal about it schedules
+/// a fresh read, so the last read always comes after the last change.
 #[derive(Debug, Default)]
 struct Tracked {
     state: Option<UnitState>,
-    generation: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,25 +201,17 @@ impl Systemd {
     }
 
     /// Reads a unit's state from systemd into the cache. The unit is
-    /// followed from before the read, and if a signal changed it during the
-    /// read, it is read again rather than overwritten with older news.
+    /// followed (its signals noted) from before the read.
     async fn refresh(&self, name: &str) {
-        let before = self
-            .write_cache()
-            .units
-            .entry(name.to_owned())
-            .or_default()
-            .generation;
+        tracing::debug!(unit = name, "reading unit state");
+        self.write_cache().units.entry(name.to_owned()).or_default();
         match self.fetch(name).await {
             Ok(state) => {
-                let mut cache = self.write_cache();
-                let tracked = cache.units.entry(name.to_owned()).or_default();
-                if tracked.generation == before {
-                    tracked.state = Some(state);
-                } else {
-                    drop(cache);
-                    self.mark_stale(Stale::Unit(name.to_owned()));
-                }
+                self.write_cache()
+                    .units
+                    .entry(name.to_owned())
+                    .or_default()
+                    .state = Some(state);
             }
             Err(e) => tracing::warn!(unit = name, "reading unit state: {e}"),
         }
@@ -282,48 +273,22 @@ impl Systemd {
                 if !this.is_tracked(&name) {
                     continue;
                 }
-                let body = message.body();
-                let Ok((interface, changed, invalidated)) =
-                    body.deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>()
-                else {
-                    continue;
-                };
-                if interface != UNIT_INTERFACE {
-                    continue;
-                }
-                if !invalidated.is_empty() {
-                    this.mark_stale(Stale::Unit(name));
+                // Read the unit again rather than patch the cache from the
+                // signal: a unit being reloaded or unloaded sends changes
+                // that describe its old self.
+                let is_unit_interface = message
+                    .body()
+                    .deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>()
+                    .is_ok_and(|(interface, _, _)| interface == UNIT_INTERFACE);
+                if !is_unit_interface {
                     continue;
                 }
-                let mut cache = this.write_cache();
-                let Some(tracked) = cache.units.get_mut(&name) else {
-                    continue;
-                };
-                tracked.generation += 1;
-                let Some(state) = tracked.state.as_mut() else {
-                    drop(cache);
-                    this.mark_stale(Stale::Unit(name));
-                    continue;
-                };
-                {
-                    for (key, value) in changed {
-                        let Ok(text) = String::try_from(value) else {
-                            continue;
-                        };
-                        match key.as_str() {
-                            "LoadState" => state.load_state = text,
-                            "ActiveState" => state.active_state = text,
-                            "SubState" => state.sub_state = text,
-                            _ => {}
-                        }
-                    }
-                }
+                this.mark_stale(Stale::Unit(name));
             }
             tracing::error!("systemd property change stream ended");
         });
 
         let manager = self.manager().await?;
-        let mut new_units = manager.receive_unit_new().await?;
         let mut removed_units = manager.receive_unit_removed().await?;
         let mut reloads = manager.receive_reloading().await?;
         let mut jobs = manager.receive_job_removed().await?;
@@ -331,22 +296,19 @@ impl Systemd {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    Some(signal) = new_units.next() => {
-                        if let Ok(args) = signal.args() && this.is_tracked(&args.id) {
-                            this.mark_stale(Stale::Unit(args.id.clone()));
-                        }
-                    }
                     Some(signal) = removed_units.next() => {
                         // Garbage collection: the unit is inactive, and still
-                        // exists (or not) as before.
+                        // exists (or not) as before. Not read again: reading
+                        // loads the unit, which would be collected again...
                         if let Ok(args) = signal.args()
-                            && let Some(tracked) = this.write_cache().units.get_mut(&args.id)
+                            && let Some(state) = this
+                                .write_cache()
+                                .units
+                                .get_mut(&args.id)
+                                .and_then(|t| t.state.as_mut())
                         {
-                            tracked.generation += 1;
-                            if let Some(state) = tracked.state.as_mut() {
-                                state.active_state = "inactive".into();
-                                state.sub_state = "dead".into();
-                            }
+                            state.active_state = "inactive".into();
+                            state.sub_state = "dead".into();
                         }
                     }
                     Some(signal) = reloads.next() => {

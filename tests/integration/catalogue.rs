@@ -309,7 +309,17 @@ async fn the_apps_services_operations_configure_enable_and_disable_for_real() {
     // The reload that removed the unit reaches the status within a second.
     let deadline = Instant::now() + Duration::from_secs(1);
     while find(&all_services(&client).await, "notes")["status"] != "OFF" {
-        assert!(Instant::now() < deadline, "notes did not turn OFF");
+        assert!(
+            Instant::now() < deadline,
+            "notes did not turn OFF: systemd says {}",
+            testbed.run(&[
+                "systemctl",
+                "show",
+                "-p",
+                "LoadState,ActiveState",
+                "notes.service"
+            ])
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let required = mutate(&client, "DisableService", json!({"serviceId": "core"})).await;
