@@ -11,7 +11,12 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(daemon: &Daemon, protocol: &str, authorization: Option<&str>) -> Socket {
+/// An upgrade request to the daemon's `/graphql` with this subprotocol.
+fn upgrade_request(
+    daemon: &Daemon,
+    protocol: &str,
+    authorization: Option<&str>,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
     let mut request = daemon
         .url
         .replace("http://", "ws://")
@@ -25,6 +30,11 @@ async fn connect(daemon: &Daemon, protocol: &str, authorization: Option<&str>) -
             .headers_mut()
             .insert("Authorization", value.parse().unwrap());
     }
+    request
+}
+
+async fn connect(daemon: &Daemon, protocol: &str, authorization: Option<&str>) -> Socket {
+    let request = upgrade_request(daemon, protocol, authorization);
     let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     assert_eq!(response.headers()["sec-websocket-protocol"], protocol);
     socket
@@ -198,17 +208,7 @@ async fn a_wrong_token_in_connection_init_closes_the_connection() {
         "{answer:?}"
     );
 
-    let mut request = daemon
-        .url
-        .replace("http://", "ws://")
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", "graphql-ws".parse().unwrap());
-    request
-        .headers_mut()
-        .insert("Authorization", "Bearer wrong".parse().unwrap());
+    let request = upgrade_request(&daemon, "graphql-ws", Some("Bearer wrong"));
     assert!(
         tokio_tungstenite::connect_async(request).await.is_err(),
         "upgrade refused"
