@@ -10,7 +10,10 @@ use crate::domain::tokens::Caller;
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextResolve, ResolveInfo,
 };
-use async_graphql::{Context, Request, ServerError, ServerResult, Value};
+use async_graphql::{
+    Context, PathSegment, QueryPathNode, QueryPathSegment, Request, ServerError, ServerResult,
+    Value,
+};
 use std::any::TypeId;
 use std::sync::Arc;
 
@@ -68,6 +71,19 @@ pub fn caller<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Caller> {
         .ok_or_else(crate::api::errors::unauthenticated)
 }
 
+/// The response path of the field being resolved.
+fn path_of(node: &QueryPathNode<'_>) -> Vec<PathSegment> {
+    let mut path: Vec<PathSegment> = std::iter::once(node)
+        .chain(node.parents())
+        .map(|n| match n.segment {
+            QueryPathSegment::Index(i) => PathSegment::Index(i),
+            QueryPathSegment::Name(name) => PathSegment::Field(name.to_owned()),
+        })
+        .collect();
+    path.reverse();
+    path
+}
+
 pub struct RequireToken;
 
 impl ExtensionFactory for RequireToken {
@@ -116,6 +132,8 @@ impl Extension for RequireTokenExtension {
             let error = crate::api::errors::unauthenticated();
             let mut server_error = ServerError::new(error.message, None);
             server_error.extensions = error.extensions;
+            // The position comes from the document (`field_errors`).
+            server_error.path = path_of(info.path_node);
             return Err(server_error);
         }
         next.run(ctx, info).await

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod errors;
+pub mod field_errors;
 pub mod http;
 pub mod roots;
 pub mod scalars;
@@ -27,7 +28,8 @@ pub fn build_schema(app: Option<Arc<App>>) -> ApiSchema {
         .register_output_type::<types::services::ConfigItem>()
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
-        .extension(auth::RequireToken);
+        .extension(auth::RequireToken)
+        .extension(field_errors::SpecFieldErrors);
     if let Some(app) = app {
         builder = builder.data(app);
     }

@@ -20,6 +20,26 @@ impl Types {
         &self.0[name]
     }
 
+    fn field(&self, type_name: &str, field: &str) -> &Value {
+        self.get(type_name)["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == field)
+            .unwrap_or_else(|| panic!("{type_name}.{field} is not in the schema"))
+    }
+
+    fn introspect(schema: &Value) -> Types {
+        Types(
+            schema["data"]["__schema"]["types"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| (t["name"].as_str().unwrap().to_owned(), t.clone()))
+                .collect(),
+        )
+    }
+
     /// A literal of this type, for required arguments.
     fn literal(&self, ty: &Value) -> String {
         match ty["kind"].as_str().unwrap() {
@@ -88,6 +108,56 @@ impl Types {
     }
 }
 
+/// What the GraphQL specification promises a client of any answer: no
+/// non-null field is null (a failure nulls the nearest nullable ancestor, or
+/// `data`), and every field error has a `path` and `locations`.
+fn assert_spec_conformant(types: &Types, root_type: &str, document: &str, response: &Value) {
+    for error in response["errors"].as_array().into_iter().flatten() {
+        if error.get("path").is_some() || error["extensions"]["code"] == "UNAUTHENTICATED" {
+            assert!(
+                error["path"].as_array().is_some_and(|p| !p.is_empty())
+                    && error["locations"].as_array().is_some_and(|l| !l.is_empty()),
+                "{document}: a field error without path or locations: {error}"
+            );
+        }
+    }
+    if let Some(data) = response["data"].as_object() {
+        for (key, value) in data {
+            let field = types.field(root_type, key);
+            check_value(types, &field["type"], value, &format!("{document}: {key}"));
+        }
+    }
+}
+
+fn check_value(types: &Types, ty: &Value, value: &Value, at: &str) {
+    match ty["kind"].as_str().unwrap() {
+        "NON_NULL" => {
+            assert!(!value.is_null(), "{at} is null but its type is non-null");
+            check_value(types, &ty["ofType"], value, at);
+        }
+        _ if value.is_null() => {}
+        "LIST" => {
+            for (i, item) in value.as_array().expect("a list").iter().enumerate() {
+                check_value(types, &ty["ofType"], item, &format!("{at}[{i}]"));
+            }
+        }
+        "OBJECT" | "INTERFACE" | "UNION" => {
+            let object = value.as_object().expect("an object");
+            let concrete = object
+                .get("__typename")
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| ty["name"].as_str().unwrap());
+            for (key, item) in object {
+                if key != "__typename" {
+                    let field = types.field(concrete, key);
+                    check_value(types, &field["type"], item, &format!("{at}.{key}"));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 fn is_unauthenticated(response: &Value) -> bool {
     response["errors"].as_array().is_some_and(|errors| {
         errors
@@ -101,14 +171,7 @@ async fn every_field_but_the_public_ones_needs_a_token() {
     let daemon = Daemon::start().await;
     let schema = daemon.query(INTROSPECTION, json!({})).await;
     assert_no_errors(&schema);
-    let types = Types(
-        schema["data"]["__schema"]["types"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| (t["name"].as_str().unwrap().to_owned(), t.clone()))
-            .collect(),
-    );
+    let types = Types::introspect(&schema);
     let public = [
         "Query.api",
         "Api.version",
@@ -134,6 +197,12 @@ async fn every_field_but_the_public_ones_needs_a_token() {
             }
             let document = template.replace("%s", &types.call(field));
             let response = daemon.query_as(None, &document, json!({})).await;
+            let root = if template.starts_with("query") {
+                "Query"
+            } else {
+                "Mutation"
+            };
+            assert_spec_conformant(&types, root, &document, &response);
             let refused = is_unauthenticated(&response);
             if public.contains(&name.as_str()) {
                 assert!(!refused, "{name} must be public: {response}");
@@ -168,6 +237,66 @@ async fn every_field_but_the_public_ones_needs_a_token() {
         )
         .await;
     assert!(wrong["errors"].is_array(), "{wrong}");
+}
+
+/// With a token and systemd out of reach (the test daemon's bus does not
+/// exist), many fields fail: every answer must still keep the schema's
+/// promises.
+#[tokio::test]
+async fn failing_fields_null_their_nearest_nullable_ancestor() {
+    let daemon = Daemon::start().await;
+    let schema = daemon.query(INTROSPECTION, json!({})).await;
+    let types = Types::introspect(&schema);
+    // Every field of every namespace of Query (`services`, `system`...).
+    let mut documents = Vec::new();
+    for namespace in types.get("Query")["fields"].as_array().unwrap() {
+        let ty = &namespace["type"];
+        let name = if ty["kind"] == "NON_NULL" {
+            &ty["ofType"]["name"]
+        } else {
+            &ty["name"]
+        };
+        let Some(fields) = name
+            .as_str()
+            .and_then(|n| types.get(n)["fields"].as_array())
+        else {
+            documents.push(format!("query {{ {} }}", types.call(namespace)));
+            continue;
+        };
+        for field in fields {
+            documents.push(format!(
+                "query {{ {} {{ {} }} }}",
+                namespace["name"].as_str().unwrap(),
+                types.call(field)
+            ));
+        }
+    }
+    let mut failed = 0;
+    {
+        for document in documents {
+            let response = daemon.query(&document, json!({})).await;
+            assert_spec_conformant(&types, "Query", &document, &response);
+            failed += usize::from(response["errors"].is_array());
+        }
+    }
+    assert!(
+        failed > 10,
+        "only {failed} queries failed: the walk tests nothing"
+    );
+    // The two answers the review found.
+    let r = daemon
+        .query("{ services { allServices { id } } }", json!({}))
+        .await;
+    assert!(r["data"].is_null(), "{r}");
+    assert_eq!(r["errors"][0]["path"], json!(["services", "allServices"]));
+    let r = daemon
+        .query_as(None, "{ api { version devices { name } } }", json!({}))
+        .await;
+    assert!(r["data"].is_null(), "{r}");
+    assert_eq!(
+        r["errors"][0]["locations"],
+        json!([{"line": 1, "column": 17}])
+    );
 }
 
 #[tokio::test]

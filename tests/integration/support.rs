@@ -63,6 +63,10 @@ impl Client {
     }
 }
 
+/// The D-Bus address of daemons started outside a testbed: nothing listens
+/// there, so a test cannot reboot, rebuild or stop anything on the host.
+pub const NO_BUS: &str = "unix:path=/nonexistent/selfprivacy-api-tests-have-no-bus";
+
 /// A daemon on a free port with its own state directory; killed on drop.
 pub struct Daemon {
     pub client: Client,
@@ -148,6 +152,21 @@ impl Daemon {
                 .arg(self.hooks_socket())
                 .arg("--config")
                 .arg("/dev/null")
+                // A daemon outside a testbed must not reach the host: its
+                // system bus does not exist and its NixOS files are its own.
+                .env("SELFPRIVACY_API_DBUS_ADDRESS", NO_BUS)
+                .env(
+                    "SELFPRIVACY_API_USERDATA_FILE",
+                    self.state_dir.path().join("userdata.json"),
+                )
+                .env(
+                    "SELFPRIVACY_API_SP_MODULES_DIR",
+                    self.state_dir.path().join("sp-modules"),
+                )
+                .env(
+                    "SELFPRIVACY_API_NIXOS_CONFIG_DIR",
+                    self.state_dir.path().join("nixos"),
+                )
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
