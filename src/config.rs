@@ -29,6 +29,9 @@ pub struct Config {
     pub unit_timeout_secs: u64,
     /// How long a rebuild, upgrade or rollback may take.
     pub rebuild_timeout_secs: u64,
+    /// How long one GraphQL request over HTTP may take before it is answered
+    /// with an error (longer than a unit's start or stop).
+    pub request_timeout_secs: u64,
     /// How long a rebuild started by a configuration change waits for more
     /// changes to join it (the app sends a batch one mutation at a time).
     pub rebuild_debounce_ms: u64,
@@ -55,6 +58,7 @@ impl Default for Config {
             max_body_bytes: 256 * 1024,
             dbus_address: None,
             unit_timeout_secs: 120,
+            request_timeout_secs: 180,
             rebuild_timeout_secs: 3600,
             rebuild_debounce_ms: 1500,
             module_url_template: "git+https://git.selfprivacy.org/SelfPrivacy/selfprivacy-nixos-config.git?ref=flakes&dir=sp-modules/{id}".into(),

@@ -15,6 +15,7 @@ pub fn code_of(kind: FailureKind) -> i32 {
         FailureKind::NotFound => 404,
         FailureKind::Conflict => 409,
         FailureKind::Internal => 500,
+        FailureKind::TooManyAttempts => 429,
     }
 }
 

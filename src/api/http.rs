@@ -6,10 +6,11 @@ use super::types::api::API_VERSION;
 use super::{ApiSchema, build_schema};
 use crate::app::App;
 use crate::domain::i18n::Locale;
-use crate::domain::tokens::Caller;
+use crate::domain::tokens::{Caller, TooManyAttempts};
 use async_graphql::Data;
+use async_graphql::http::WebSocketProtocols;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -173,26 +174,47 @@ fn token_from_authorization(value: &str) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
-/// Checks a presented token; a wrong one is answered late if this client
-/// has failed too often. `Err` means a token was presented and is wrong.
+/// Why a presented token was not accepted.
+enum Refusal {
+    Wrong,
+    /// The client failed too often: the token was not even checked.
+    TooManyAttempts,
+}
+
+/// Checks a presented token in the client's turn (a client that failed too
+/// often waits, or is refused at once when its queue is full).
 async fn check_token(
     app: &App,
     client: &ClientId,
     token: Option<&str>,
-) -> Result<Option<Caller>, ()> {
+) -> Result<Option<Caller>, Refusal> {
     let Some(token) = token else {
         return Ok(None);
     };
-    match app.tokens.authenticate(token) {
-        Some(caller) => {
-            app.throttle.forgive(&client.0);
-            Ok(Some(caller))
-        }
-        None => {
-            app.throttle.penalize(&client.0).await;
-            Err(())
-        }
+    match app
+        .throttle
+        .attempt(&client.0, || app.tokens.authenticate(token).ok_or(()))
+        .await
+    {
+        Ok(Ok(caller)) => Ok(Some(caller)),
+        Ok(Err(())) => Err(Refusal::Wrong),
+        Err(TooManyAttempts) => Err(Refusal::TooManyAttempts),
     }
+}
+
+/// The answer to a client that failed too often, in GraphQL's error shape.
+fn too_many_attempts() -> Response {
+    let failure = TooManyAttempts::failure();
+    let body = serde_json::json!({"errors": [{
+        "message": failure.message.en,
+        "extensions": {"code": "TOO_MANY_ATTEMPTS"},
+    }]});
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, "60")],
+        Json(body),
+    )
+        .into_response()
 }
 
 fn header_token(headers: &HeaderMap) -> Option<&str> {
@@ -207,18 +229,37 @@ async fn graphql_post(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     request: GraphQLRequest,
-) -> GraphQLResponse {
+) -> Response {
     let client = client_id(peer, &headers);
     // A wrong token is answered like no token: public fields still work,
     // everything else says the request is not authenticated.
-    let caller = check_token(&shared.app, &client, header_token(&headers))
-        .await
-        .unwrap_or(None);
+    let caller = match check_token(&shared.app, &client, header_token(&headers)).await {
+        Ok(caller) => caller,
+        Err(Refusal::Wrong) => None,
+        Err(Refusal::TooManyAttempts) => return too_many_attempts(),
+    };
     let mut request = request.into_inner().data(locale(&headers)).data(client);
     if let Some(caller) = caller {
         request = request.data(caller);
     }
-    shared.schema.execute(request).await.into()
+    let limit = Duration::from_secs(shared.app.config.request_timeout_secs);
+    match tokio::time::timeout(limit, shared.schema.execute(request)).await {
+        Ok(response) => GraphQLResponse::from(response).into_response(),
+        Err(_) => {
+            tracing::warn!(seconds = limit.as_secs(), "a request ran out of time");
+            let mut error = async_graphql::ServerError::new(
+                format!(
+                    "The request took longer than {} s and was stopped",
+                    limit.as_secs()
+                ),
+                None,
+            );
+            let mut extensions = async_graphql::ErrorExtensionValues::default();
+            extensions.set("code", "TIMEOUT");
+            error.extensions = Some(extensions);
+            GraphQLResponse::from(async_graphql::Response::from_errors(vec![error])).into_response()
+        }
+    }
 }
 
 async fn graphql_get(
@@ -226,11 +267,10 @@ async fn graphql_get(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-    protocol: Result<GraphQLProtocol, StatusCode>,
 ) -> Response {
-    match (upgrade, protocol) {
-        (Ok(upgrade), Ok(protocol)) => websocket(shared, peer, headers, upgrade, protocol).await,
-        (Ok(_), Err(_)) => (
+    match (upgrade, websocket_protocol(&headers)) {
+        (Ok(upgrade), Some(protocol)) => websocket(shared, peer, headers, upgrade, protocol).await,
+        (Ok(_), None) => (
             StatusCode::BAD_REQUEST,
             "Unsupported websocket subprotocol: use graphql-transport-ws or graphql-ws",
         )
@@ -244,11 +284,13 @@ async fn websocket(
     peer: SocketAddr,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
-    protocol: GraphQLProtocol,
+    protocol: WebSocketProtocols,
 ) -> Response {
     let client = client_id(peer, &headers);
-    let Ok(header_caller) = check_token(&shared.app, &client, header_token(&headers)).await else {
-        return (StatusCode::UNAUTHORIZED, "Invalid token").into_response();
+    let header_caller = match check_token(&shared.app, &client, header_token(&headers)).await {
+        Ok(caller) => caller,
+        Err(Refusal::Wrong) => return (StatusCode::UNAUTHORIZED, "Invalid token").into_response(),
+        Err(Refusal::TooManyAttempts) => return too_many_attempts(),
     };
     let mut data = Data::default();
     data.insert(locale(&headers));
@@ -264,10 +306,13 @@ async fn websocket(
         .max_message_size(limit)
         .max_frame_size(limit)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
-            GraphQLWebSocket::new(stream, shared.schema.clone(), protocol)
-                .with_data(data)
-                .on_connection_init(move |payload| async move {
+        .on_upgrade(move |socket| {
+            super::websocket::serve(
+                socket,
+                shared.schema.clone(),
+                protocol,
+                data,
+                move |payload| async move {
                     let mut data = Data::default();
                     if header_token.is_some() {
                         return Ok(data);
@@ -278,12 +323,26 @@ async fn websocket(
                             data.insert(PresentedToken(token.unwrap_or_default().to_owned()))
                         }
                         Ok(None) => {}
-                        Err(()) => return Err(async_graphql::Error::new("Invalid token")),
+                        Err(Refusal::Wrong) => {
+                            return Err(async_graphql::Error::new("Invalid token"));
+                        }
+                        Err(Refusal::TooManyAttempts) => {
+                            return Err(async_graphql::Error::new("Too many failed attempts"));
+                        }
                     }
                     Ok(data)
-                })
-                .serve()
+                },
+            )
         })
+}
+
+/// The first GraphQL subprotocol the client offers.
+fn websocket_protocol(headers: &HeaderMap) -> Option<WebSocketProtocols> {
+    headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())?
+        .split(',')
+        .find_map(|p| p.trim().parse().ok())
 }
 
 /// The token in a `connection_init` payload: `{"Authorization": "Bearer t"}`

@@ -2,12 +2,14 @@
 //! No business rules live here.
 
 pub mod auth;
+pub mod document_limits;
 pub mod errors;
 pub mod field_errors;
 pub mod http;
 pub mod roots;
 pub mod scalars;
 pub mod types;
+pub mod websocket;
 
 use crate::app::App;
 use async_graphql::{SDLExportOptions, Schema};
@@ -28,6 +30,7 @@ pub fn build_schema(app: Option<Arc<App>>) -> ApiSchema {
         .register_output_type::<types::services::ConfigItem>()
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
+        .extension(document_limits::DocumentLimits)
         .extension(auth::RequireToken)
         .extension(field_errors::SpecFieldErrors);
     if let Some(app) = app {

@@ -13,6 +13,8 @@ pub enum FailureKind {
     Conflict,
     /// Something on the server broke (500).
     Internal,
+    /// The client failed authentication too often; not even checked (429).
+    TooManyAttempts,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

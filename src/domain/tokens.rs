@@ -419,8 +419,11 @@ fn random_token() -> String {
 }
 
 /// Slows down clients that keep presenting wrong tokens or keys. Beyond a
-/// few free failures, each further attempt from that client waits for its
-/// own slot, spaced ever wider apart, so parallel guessing gains nothing.
+/// few free failures, each attempt from that client (right or wrong) first
+/// waits for its own slot, spaced ever wider apart, and takes it before the
+/// attempt is checked, so parallel guessing gains nothing. A client whose
+/// next slot is further away than [`AuthThrottle::MAX_QUEUE`] is refused at
+/// once: the queue of waiting answers stays bounded.
 pub struct AuthThrottle {
     clients: Mutex<HashMap<String, ClientFailures>>,
 }
@@ -428,13 +431,35 @@ pub struct AuthThrottle {
 struct ClientFailures {
     count: u32,
     last_failure: std::time::Instant,
-    next_slot: std::time::Instant,
+    /// When the latest admitted attempt was (or will be) checked.
+    last_slot: std::time::Instant,
+    /// Attempts refused outright, for the log.
+    refused: u64,
+}
+
+/// The client has failed so often that its attempts are not even checked
+/// for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyAttempts;
+
+impl TooManyAttempts {
+    pub fn failure() -> Failure {
+        Failure::new(
+            crate::domain::error::FailureKind::TooManyAttempts,
+            crate::domain::i18n::Text::new(
+                "Too many failed attempts: try again in a few minutes",
+                "Слишком много неудачных попыток: повторите через несколько минут",
+            ),
+        )
+    }
 }
 
 impl AuthThrottle {
     const FREE_FAILURES: u32 = 5;
     const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
     const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(8);
+    /// How far ahead a client's attempts may be queued.
+    pub const MAX_QUEUE: std::time::Duration = std::time::Duration::from_secs(8);
     const MAX_CLIENTS: usize = 10_000;
 
     pub fn new() -> Self {
@@ -451,24 +476,32 @@ impl AuthThrottle {
         (std::time::Duration::from_millis(250) * 2u32.pow(excess)).min(Self::MAX_DELAY)
     }
 
-    /// How long the answer to this client's latest failure must wait.
-    pub fn reserve(&self, client: &str) -> std::time::Duration {
+    /// Takes this client's next slot: how long to wait before checking its
+    /// attempt, or a refusal when its queue is full.
+    pub fn reserve(&self, client: &str) -> Result<std::time::Duration, TooManyAttempts> {
         let now = std::time::Instant::now();
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         let Some(entry) = clients.get_mut(client) else {
-            return std::time::Duration::ZERO;
+            return Ok(std::time::Duration::ZERO);
         };
         if now.duration_since(entry.last_failure) > Self::FORGET_AFTER {
             clients.remove(client);
-            return std::time::Duration::ZERO;
+            return Ok(std::time::Duration::ZERO);
         }
-        let delay = Self::delay_after(entry.count);
-        if delay.is_zero() {
-            return delay;
+        let slot = (entry.last_slot + Self::delay_after(entry.count)).max(now);
+        if slot - now > Self::MAX_QUEUE {
+            entry.refused += 1;
+            if entry.refused.is_power_of_two() {
+                tracing::warn!(
+                    client,
+                    refused = entry.refused,
+                    "too many authentication attempts queued: refusing without checking"
+                );
+            }
+            return Err(TooManyAttempts);
         }
-        let slot = entry.next_slot.max(now);
-        entry.next_slot = slot + delay;
-        slot - now + delay
+        entry.last_slot = slot;
+        Ok(slot - now)
     }
 
     pub fn record_failure(&self, client: &str) {
@@ -489,7 +522,8 @@ impl AuthThrottle {
         let entry = clients.entry(client.to_owned()).or_insert(ClientFailures {
             count: 0,
             last_failure: now,
-            next_slot: now,
+            last_slot: now,
+            refused: 0,
         });
         entry.count = entry.count.saturating_add(1);
         entry.last_failure = now;
@@ -502,22 +536,38 @@ impl AuthThrottle {
         }
     }
 
-    /// A failed attempt: counted, and answered only when the client's next
-    /// slot comes (parallel guesses queue up). Valid attempts never wait.
-    pub async fn penalize(&self, client: &str) {
-        self.record_failure(client);
-        let wait = self.reserve(client);
+    /// Waits for this client's turn to make an attempt (at once for a
+    /// client in good standing).
+    pub async fn wait_turn(&self, client: &str) -> Result<(), TooManyAttempts> {
+        let wait = self.reserve(client)?;
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+        Ok(())
+    }
+
+    /// An attempt, checked in the client's turn; its failure is counted and
+    /// its success clears the client's record.
+    pub async fn attempt<T, E>(
+        &self,
+        client: &str,
+        check: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Result<T, E>, TooManyAttempts> {
+        self.wait_turn(client).await?;
+        let outcome = check();
+        match &outcome {
+            Ok(_) => self.forgive(client),
+            Err(_) => self.record_failure(client),
+        }
+        Ok(outcome)
     }
 
     /// A client that got in is forgiven its earlier mistakes.
     pub fn forgive(&self, client: &str) {
-        self.clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(client);
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if !clients.is_empty() {
+            clients.remove(client);
+        }
     }
 }
 
@@ -653,12 +703,37 @@ mod tests {
         for _ in 0..5 {
             throttle.record_failure("1.2.3.4");
         }
-        assert!(throttle.reserve("1.2.3.4").is_zero());
+        assert!(throttle.reserve("1.2.3.4").unwrap().is_zero());
         throttle.record_failure("1.2.3.4");
-        let first = throttle.reserve("1.2.3.4");
-        let second = throttle.reserve("1.2.3.4");
+        // Slots are taken before the attempts are checked: parallel
+        // attempts queue up behind each other.
+        let first = throttle.reserve("1.2.3.4").unwrap();
+        let second = throttle.reserve("1.2.3.4").unwrap();
         assert!(!first.is_zero());
         assert!(second > first, "parallel attempts queue up");
-        assert!(throttle.reserve("5.6.7.8").is_zero());
+        assert!(throttle.reserve("5.6.7.8").unwrap().is_zero());
+    }
+
+    #[test]
+    fn past_the_queue_budget_attempts_are_refused_at_once() {
+        let throttle = AuthThrottle::new();
+        for _ in 0..12 {
+            throttle.record_failure("1.2.3.4");
+        }
+        let mut queued = 0;
+        let mut refused = 0;
+        for _ in 0..1000 {
+            match throttle.reserve("1.2.3.4") {
+                Ok(wait) => {
+                    assert!(wait <= AuthThrottle::MAX_QUEUE);
+                    queued += 1;
+                }
+                Err(TooManyAttempts) => refused += 1,
+            }
+        }
+        assert!(queued <= 2, "{queued} queued");
+        assert_eq!(refused, 1000 - queued);
+        throttle.forgive("1.2.3.4");
+        assert!(throttle.reserve("1.2.3.4").unwrap().is_zero());
     }
 }

@@ -7,7 +7,7 @@ use crate::api::types::returns::{
     ApiKeyMutationReturn, DeviceApiTokenMutationReturn, GenericMutationReturn,
 };
 use crate::domain::error::Outcome;
-use crate::domain::tokens::Issued;
+use crate::domain::tokens::{Issued, TooManyAttempts};
 use async_graphql::{Context, InputObject, Object, SimpleObject};
 
 /// The SelfPrivacy API protocol level this daemon implements (the app
@@ -140,11 +140,10 @@ async fn throttled_key_use(
         .data_opt::<ClientId>()
         .map(|c| c.0.as_str())
         .unwrap_or("unknown");
-    let outcome = attempt();
-    if outcome.is_err() {
-        app.throttle.penalize(client).await;
-    }
-    outcome
+    app.throttle
+        .attempt(client, attempt)
+        .await
+        .unwrap_or_else(|TooManyAttempts| Err(TooManyAttempts::failure()))
 }
 
 #[derive(Default)]

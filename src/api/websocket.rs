@@ -1,0 +1,342 @@
+//! GraphQL over a websocket, held to the protocols' letter.
+//!
+//! async-graphql runs the operations; this module stands in front of it and
+//! enforces what it does not, for `graphql-transport-ws`:
+//! - `subscribe` before `connection_init` closes with 4401 Unauthorized
+//!   (async-graphql closes with 1011);
+//! - a message that is not JSON or not of the protocol closes with 4400;
+//! - a second `connection_init` closes with 4429, a rejected one with 4403;
+//! - no `connection_init` within [`CONNECTION_INIT_TIMEOUT`] closes with 4408;
+//! - a `subscribe` reusing the id of a running operation closes with 4409.
+//!
+//! On both protocols, at most [`MAX_OPERATIONS_IN_FLIGHT`] operations run at
+//! once per connection; one more is answered at once with an error for its
+//! id, so a socket cannot queue unbounded work (say, throttled key guesses).
+
+use async_graphql::Executor;
+use async_graphql::http::{WebSocket as GraphQLStream, WebSocketProtocols, WsMessage};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub const MAX_OPERATIONS_IN_FLIGHT: usize = 16;
+pub const CONNECTION_INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A close the server sends: code and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close(pub u16, pub String);
+
+/// What to do with one message from the client.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Forward,
+    /// Answer with this text and do not run the message.
+    Reply(String),
+    Close(Close),
+}
+
+#[derive(Deserialize)]
+struct Head {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    id: Option<serde_json::Value>,
+}
+
+/// The protocol state this module keeps beside async-graphql's.
+struct Guard {
+    protocol: WebSocketProtocols,
+    initialised: bool,
+    in_flight: HashSet<String>,
+}
+
+impl Guard {
+    fn new(protocol: WebSocketProtocols) -> Self {
+        Guard {
+            protocol,
+            initialised: false,
+            in_flight: HashSet::new(),
+        }
+    }
+
+    fn transport_ws(&self) -> bool {
+        self.protocol == WebSocketProtocols::GraphQLWS
+    }
+
+    fn admit(&mut self, text: &str) -> Verdict {
+        let Ok(head) = serde_json::from_str::<Head>(text) else {
+            return self.invalid("Invalid message: not a JSON object");
+        };
+        let Some(kind) = head.kind else {
+            return self.invalid("Invalid message: no type");
+        };
+        let id = head.id.as_ref().and_then(|id| id.as_str());
+        match kind.as_str() {
+            "connection_init" => {
+                if self.initialised && self.transport_ws() {
+                    return Verdict::Close(Close(4429, "Too many initialisation requests".into()));
+                }
+                self.initialised = true;
+                Verdict::Forward
+            }
+            "subscribe" | "start" => {
+                let Some(id) = id.filter(|id| !id.is_empty()) else {
+                    return self.invalid("Invalid message: an operation needs an id");
+                };
+                if self.transport_ws() && !self.initialised {
+                    return Verdict::Close(Close(4401, "Unauthorized".into()));
+                }
+                if self.in_flight.contains(id) {
+                    if self.transport_ws() {
+                        return Verdict::Close(Close(
+                            4409,
+                            format!("Subscriber for {} already exists", truncate(id, 80)),
+                        ));
+                    }
+                    // The legacy protocol replaces the operation.
+                    return Verdict::Forward;
+                }
+                if self.in_flight.len() >= MAX_OPERATIONS_IN_FLIGHT {
+                    return Verdict::Reply(self.operation_error(
+                        id,
+                        &format!(
+                            "Too many operations at once on this connection (at most {MAX_OPERATIONS_IN_FLIGHT})"
+                        ),
+                    ));
+                }
+                self.in_flight.insert(id.to_owned());
+                Verdict::Forward
+            }
+            "complete" | "stop" => {
+                if let Some(id) = id {
+                    self.in_flight.remove(id);
+                }
+                Verdict::Forward
+            }
+            "ping" | "pong" | "connection_terminate" => Verdict::Forward,
+            _ => self.invalid("Invalid message type"),
+        }
+    }
+
+    /// The server's own messages end operations too.
+    fn observe_outgoing(&mut self, text: &str) {
+        if let Ok(head) = serde_json::from_str::<Head>(text)
+            && matches!(head.kind.as_deref(), Some("complete" | "error"))
+            && let Some(id) = head.id.as_ref().and_then(|id| id.as_str())
+        {
+            self.in_flight.remove(id);
+        }
+    }
+
+    fn invalid(&self, reason: &str) -> Verdict {
+        // 4400 is graphql-transport-ws's; the legacy protocol closes with a
+        // protocol error, as async-graphql does.
+        let code = if self.transport_ws() { 4400 } else { 1002 };
+        Verdict::Close(Close(code, reason.into()))
+    }
+
+    fn operation_error(&self, id: &str, message: &str) -> String {
+        let error = json!({"message": message, "extensions": {"code": "TOO_MANY_OPERATIONS"}});
+        let payload = if self.transport_ws() {
+            json!([error])
+        } else {
+            error
+        };
+        json!({"type": "error", "id": id, "payload": payload}).to_string()
+    }
+
+    /// async-graphql's closes, in this protocol's codes.
+    fn translate_close(&self, code: u16, reason: String) -> Close {
+        match code {
+            // A rejected connection_init.
+            1002 if self.transport_ws() => Close(4403, truncate(&reason, 120)),
+            _ => Close(code, truncate(&reason, 120)),
+        }
+    }
+}
+
+/// Close reasons are limited to 123 bytes.
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// Serves GraphQL on `socket` until either side closes it.
+pub async fn serve<E, OnInit, OnInitFut>(
+    socket: WebSocket,
+    executor: E,
+    protocol: WebSocketProtocols,
+    data: async_graphql::Data,
+    on_connection_init: OnInit,
+) where
+    E: Executor,
+    OnInit: FnOnce(serde_json::Value) -> OnInitFut + Send + 'static,
+    OnInitFut: Future<Output = async_graphql::Result<async_graphql::Data>> + Send + 'static,
+{
+    let (mut sink, mut source) = socket.split();
+    let guard = Arc::new(Mutex::new(Guard::new(protocol)));
+    // Admitted messages, with backpressure on the client while async-graphql
+    // is busy (say, checking a throttled connection_init).
+    let (admitted_tx, admitted_rx) = mpsc::channel::<String>(8);
+    // What the reader answers itself: replies, and the close that ends it.
+    let (control_tx, mut control_rx) = mpsc::channel::<Verdict>(4);
+
+    let reader_guard = guard.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(message)) = source.next().await {
+            let text = match message {
+                Message::Text(text) => text.to_string(),
+                Message::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                Message::Close(_) => break,
+                // axum answers pings itself.
+                Message::Ping(_) | Message::Pong(_) => continue,
+            };
+            let verdict = reader_guard.lock().expect("guard lock").admit(&text);
+            match verdict {
+                Verdict::Forward => {
+                    if admitted_tx.send(text).await.is_err() {
+                        break;
+                    }
+                }
+                Verdict::Reply(_) => {
+                    if control_tx.send(verdict).await.is_err() {
+                        break;
+                    }
+                }
+                Verdict::Close(_) => {
+                    let _ = control_tx.send(verdict).await;
+                    break;
+                }
+            }
+        }
+    });
+
+    let input = tokio_stream::wrappers::ReceiverStream::new(admitted_rx);
+    let mut operations = std::pin::pin!(
+        GraphQLStream::new(executor, input, protocol)
+            .connection_data(data)
+            .on_connection_init(on_connection_init)
+    );
+    let init_deadline = tokio::time::sleep(CONNECTION_INIT_TIMEOUT);
+    let mut init_deadline = std::pin::pin!(init_deadline);
+
+    // Once the reader has stopped, only async-graphql's answers are left.
+    let mut reader_running = true;
+    let close = loop {
+        let initialised = guard.lock().expect("guard lock").initialised;
+        tokio::select! {
+            outgoing = operations.next() => match outgoing {
+                Some(WsMessage::Text(text)) => {
+                    guard.lock().expect("guard lock").observe_outgoing(&text);
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        break None;
+                    }
+                }
+                Some(WsMessage::Close(code, reason)) => {
+                    break Some(guard.lock().expect("guard lock").translate_close(code, reason));
+                }
+                None => break None,
+            },
+            control = control_rx.recv(), if reader_running => match control {
+                Some(Verdict::Reply(text)) => {
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        break None;
+                    }
+                }
+                Some(Verdict::Close(close)) => break Some(close),
+                Some(Verdict::Forward) => {}
+                None => reader_running = false,
+            },
+            () = &mut init_deadline, if !initialised => {
+                break Some(Close(4408, "Connection initialisation timeout".into()));
+            }
+        }
+    };
+    reader.abort();
+    if let Some(Close(code, reason)) = close {
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })))
+            .await;
+    }
+    let _ = sink.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport() -> Guard {
+        Guard::new(WebSocketProtocols::GraphQLWS)
+    }
+
+    fn closes_with(verdict: Verdict) -> u16 {
+        match verdict {
+            Verdict::Close(Close(code, _)) => code,
+            other => panic!("not a close: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn subscribe_before_init_is_unauthorized() {
+        let mut guard = transport();
+        let code = closes_with(guard.admit(r#"{"type":"subscribe","id":"1","payload":{}}"#));
+        assert_eq!(code, 4401);
+    }
+
+    #[test]
+    fn invalid_and_duplicate_messages_close_with_the_protocols_codes() {
+        let mut guard = transport();
+        assert_eq!(closes_with(guard.admit("not json")), 4400);
+        assert_eq!(closes_with(guard.admit(r#"{"type":"nonsense"}"#)), 4400);
+        assert_eq!(
+            guard.admit(r#"{"type":"connection_init"}"#),
+            Verdict::Forward
+        );
+        assert_eq!(
+            closes_with(guard.admit(r#"{"type":"connection_init"}"#)),
+            4429
+        );
+        let subscribe = r#"{"type":"subscribe","id":"a","payload":{}}"#;
+        assert_eq!(guard.admit(subscribe), Verdict::Forward);
+        assert_eq!(closes_with(guard.admit(subscribe)), 4409);
+        // Once complete, the id may be used again.
+        guard.observe_outgoing(r#"{"type":"complete","id":"a"}"#);
+        assert_eq!(guard.admit(subscribe), Verdict::Forward);
+    }
+
+    #[test]
+    fn operations_in_flight_are_bounded() {
+        for protocol in [
+            WebSocketProtocols::GraphQLWS,
+            WebSocketProtocols::SubscriptionsTransportWS,
+        ] {
+            let mut guard = Guard::new(protocol);
+            guard.admit(r#"{"type":"connection_init"}"#);
+            for i in 0..MAX_OPERATIONS_IN_FLIGHT {
+                let message = format!(r#"{{"type":"start","id":"{i}","payload":{{}}}}"#);
+                assert_eq!(guard.admit(&message), Verdict::Forward);
+            }
+            let one_more = guard.admit(r#"{"type":"start","id":"x","payload":{}}"#);
+            let Verdict::Reply(text) = one_more else {
+                panic!("{one_more:?}");
+            };
+            assert!(text.contains("TOO_MANY_OPERATIONS") && text.contains(r#""id":"x""#));
+            guard.admit(r#"{"type":"stop","id":"0"}"#);
+            assert_eq!(
+                guard.admit(r#"{"type":"start","id":"x","payload":{}}"#),
+                Verdict::Forward
+            );
+        }
+    }
+}
