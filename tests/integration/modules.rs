@@ -4,8 +4,8 @@
 //! `check-config`; a hyphenated module's slice in a real systemd; pgapp's
 //! database roles in a real PostgreSQL; the notes server in the testbed.
 
-use crate::support::{BIN, free_port};
-use crate::testbed::{Setup, Testbed};
+use crate::support::{BIN, Client, assert_no_errors, free_port};
+use crate::testbed::{Setup, Testbed, module};
 use selfprivacy_api::domain::services::resources::ResourceSampler;
 use selfprivacy_api::os::systemd::SystemdLink;
 use serde_json::json;
@@ -30,13 +30,14 @@ fn check_config(file: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// The TOML file nixos-module/default.nix makes from its default settings.
-fn settings_file_of_the_nixos_module() -> PathBuf {
+/// `attribute` of the system of nixos-module/default.nix alone, evaluated
+/// with nixpkgs' real `lib` (tests/fixtures/nixos/eval.nix), as JSON.
+fn nixos_module_system(attribute: &str) -> String {
     let lib = std::env::var("SP_NIXPKGS_LIB")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo().join("../shared/vendor/nixpkgs-lib/lib"));
     let expr = format!(
-        "(import {}/tests/fixtures/nixos/eval.nix {{ nixpkgsLib = {}; moduleDirs = [ ]; }}).configBuildScript",
+        "(import {}/tests/fixtures/nixos/eval.nix {{ nixpkgsLib = {}; moduleDirs = [ ]; }}).{attribute}",
         repo().display(),
         lib.canonicalize()
             .expect("the vendored nixpkgs lib")
@@ -49,7 +50,7 @@ fn settings_file_of_the_nixos_module() -> PathBuf {
             "nix-command flakes",
             "--offline",
             "--impure",
-            "--raw",
+            "--json",
             "--expr",
             &expr,
         ])
@@ -61,7 +62,12 @@ fn settings_file_of_the_nixos_module() -> PathBuf {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let script = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The TOML file nixos-module/default.nix makes from its default settings.
+fn settings_file_of_the_nixos_module() -> PathBuf {
+    let script: String = serde_json::from_str(&nixos_module_system("configBuildScript")).unwrap();
     let file = script
         .split_whitespace()
         .skip_while(|word| *word != "check-config")
@@ -441,5 +447,129 @@ async fn notes_refuses_requests_without_the_password_and_large_uploads() {
     assert!(
         answer.starts_with("HTTP/1.0 413") || answer.starts_with("HTTP/1.1 413"),
         "{answer}"
+    );
+}
+
+/// The daemon's unit as the NixOS module defines it (system call filter,
+/// capability bounding set, namespaces, ...: every serviceConfig key but
+/// ExecStart and the restart policy), run in a testbed: it starts and
+/// answers over systemd's D-Bus; under the same properties a bind mount
+/// (which moving service data needs) works and a new namespace is refused.
+#[tokio::test]
+async fn the_daemon_serves_under_the_nixos_module_hardening() {
+    let service_config: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+        &nixos_module_system("services.selfprivacy-api.serviceConfig"),
+    )
+    .unwrap();
+    assert!(service_config.contains_key("SystemCallFilter"));
+    let mut properties = Vec::new();
+    for (key, value) in &service_config {
+        if ["ExecStart", "Restart", "RestartSec"].contains(&key.as_str()) {
+            continue;
+        }
+        let values = match value {
+            serde_json::Value::Array(items) => items.clone(),
+            other => vec![other.clone()],
+        };
+        for value in values {
+            let text = match value {
+                serde_json::Value::Bool(b) => (if b { "yes" } else { "no" }).to_owned(),
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            properties.push(format!("--property={key}={text}"));
+        }
+    }
+
+    let testbed = Testbed::up(Setup {
+        modules: vec![("echo", module("echo", &["echo.service"], json!({})))],
+        userdata: json!({"domain": "example.org", "modules": {}}),
+        volumes: vec![],
+        config: "",
+    });
+    let daemon = "/opt/selfprivacy-api/selfprivacy-api";
+    let state = "/var/lib/selfprivacy-api";
+    let token = testbed.run(&[
+        daemon,
+        "token",
+        "new",
+        "--device",
+        "tests",
+        "--state-dir",
+        state,
+    ]);
+    let client = Client::new(free_port(), &token);
+    let listen = client.base.rsplit('/').next().unwrap().to_owned();
+    let mut run: Vec<&str> = vec!["systemd-run", "--unit=selfprivacy-api"];
+    run.extend(properties.iter().map(String::as_str));
+    run.extend([daemon, "serve", "--listen", &listen, "--state-dir", state]);
+    testbed.run(&run);
+    assert!(
+        client.wait_ready(Duration::from_secs(20)).await,
+        "the daemon did not answer under the hardening; journal:\n{}",
+        testbed.run(&[
+            "journalctl",
+            "-u",
+            "selfprivacy-api",
+            "--no-pager",
+            "-n",
+            "30"
+        ])
+    );
+    let applied = testbed.run(&[
+        "systemctl",
+        "show",
+        "-p",
+        "Slice,CapabilityBoundingSet,RestrictNamespaces,SystemCallFilter",
+        "selfprivacy-api",
+    ]);
+    assert!(applied.contains("Slice=selfprivacy_api.slice"), "{applied}");
+    assert!(
+        !applied.contains("cap_sys_module") && applied.contains("cap_sys_admin"),
+        "{applied}"
+    );
+    let services = client
+        .query("{ services { allServices { id status } } }", json!({}))
+        .await;
+    assert_no_errors(&services);
+    assert_eq!(services["data"]["services"]["allServices"][0]["id"], "echo");
+
+    std::fs::create_dir_all(testbed.path("/run/hardening/from")).unwrap();
+    std::fs::create_dir_all(testbed.path("/run/hardening/to")).unwrap();
+    let under = |command: &[&str]| {
+        // The restrictions, not the daemon's own unit type or directories.
+        let restrictions = properties.iter().map(String::as_str).filter(|p| {
+            ![
+                "Type=",
+                "NotifyAccess=",
+                "RuntimeDirectory",
+                "StateDirectory",
+            ]
+            .iter()
+            .any(|k| p.starts_with(&format!("--property={k}")))
+        });
+        let mut args: Vec<&str> = vec!["systemd-run", "--wait", "--pipe", "--quiet"];
+        args.extend(restrictions);
+        args.extend(command);
+        let out = testbed.exec(&args);
+        eprintln!("{command:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.status.success()
+    };
+    assert!(under(&[
+        "mount",
+        "--bind",
+        "/run/hardening/from",
+        "/run/hardening/to"
+    ]));
+    assert!(
+        testbed
+            .exec(&["mountpoint", "-q", "/run/hardening/to"])
+            .status
+            .success()
+    );
+    assert!(under(&["umount", "/run/hardening/to"]));
+    assert!(
+        !under(&["unshare", "--mount", "true"]),
+        "RestrictNamespaces applies"
     );
 }
