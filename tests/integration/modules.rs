@@ -33,15 +33,26 @@ fn check_config(file: &Path) -> (bool, String) {
 /// `attribute` of the system of nixos-module/default.nix alone, evaluated
 /// with nixpkgs' real `lib` (tests/fixtures/nixos/eval.nix), as JSON.
 fn nixos_module_system(attribute: &str) -> String {
+    nixos_system(&[], attribute)
+}
+
+/// `attribute` of the system of nixos-module/default.nix with the example
+/// modules `examples` (sp-modules/<id>) enabled, as JSON.
+fn nixos_system(examples: &[&str], attribute: &str) -> String {
+    let dirs: Vec<String> = examples
+        .iter()
+        .map(|id| format!("\"{}\"", repo().join("sp-modules").join(id).display()))
+        .collect();
     let lib = std::env::var("SP_NIXPKGS_LIB")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo().join("../shared/vendor/nixpkgs-lib/lib"));
     let expr = format!(
-        "(import {}/tests/fixtures/nixos/eval.nix {{ nixpkgsLib = {}; moduleDirs = [ ]; }}).{attribute}",
+        "(import {}/tests/fixtures/nixos/eval.nix {{ nixpkgsLib = {}; moduleDirs = [ {} ]; }}).{attribute}",
         repo().display(),
         lib.canonicalize()
             .expect("the vendored nixpkgs lib")
-            .display()
+            .display(),
+        dirs.join(" ")
     );
     let out = Command::new("nix")
         .args([
@@ -344,26 +355,48 @@ async fn notes_refuses_requests_without_the_password_and_large_uploads() {
         config: "",
     });
     let server = std::fs::read(repo().join("sp-modules/notes/notes-server.py")).unwrap();
-    std::fs::create_dir_all(testbed.path("/run/notes-test/data")).unwrap();
+    std::fs::create_dir_all(testbed.path("/run/notes-test")).unwrap();
+    std::fs::create_dir_all(testbed.path("/var/lib/notes")).unwrap();
     std::fs::write(testbed.path("/run/notes-test/notes-server.py"), server).unwrap();
-    std::fs::write(
-        testbed.path("/run/notes-test/data/.password"),
-        "right horse\n",
-    )
+    // The module's ExecStartPre (its coreutils are the testbed's): makes
+    // the password once, readable by the service's user only.
+    let make_password: String = serde_json::from_str(&nixos_system(
+        &["notes"],
+        "services.notes.serviceConfig.ExecStartPre.text",
+    ))
     .unwrap();
+    let make_password = make_password.replace(
+        "/nix/store/00000000000000000000000000000000-coreutils/bin/",
+        "/usr/bin/",
+    );
+    testbed.run(&["sh", "-c", &make_password]);
+    let password_file = testbed.path("/var/lib/notes/.password");
+    let password = std::fs::read_to_string(&password_file).unwrap();
+    assert!(password.trim().len() >= 20, "{password:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&password_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    testbed.run(&["sh", "-c", &make_password]);
+    assert_eq!(
+        std::fs::read_to_string(&password_file).unwrap(),
+        password,
+        "kept across restarts"
+    );
+    let password = password.trim().to_owned();
     let port = free_port();
     testbed.run(&[
         "systemd-run",
         "--unit=notes",
         "--slice=notes.slice",
         "-E",
-        "NOTES_DIR=/run/notes-test/data",
+        "NOTES_DIR=/var/lib/notes",
         "-E",
         &format!("NOTES_PORT={port}"),
         "-E",
         "NOTES_MAX_UPLOAD_MB=1",
-        "-E",
-        "NOTES_PASSWORD_FILE=/run/notes-test/data/.password",
         "python3",
         "/run/notes-test/notes-server.py",
     ]);
@@ -395,7 +428,7 @@ async fn notes_refuses_requests_without_the_password_and_large_uploads() {
     assert!(anonymous.headers().contains_key("www-authenticate"));
     for refused in [
         post(None).send().await.unwrap(),
-        post(Some("wrong horse")).send().await.unwrap(),
+        post(Some("right horse")).send().await.unwrap(),
         http.get(format!("{url}hello"))
             .basic_auth("owner", Some(""))
             .send()
@@ -405,7 +438,7 @@ async fn notes_refuses_requests_without_the_password_and_large_uploads() {
         assert_eq!(refused.status(), 401);
     }
     assert!(
-        !testbed.path("/run/notes-test/data/hello").exists(),
+        !testbed.path("/var/lib/notes/hello").exists(),
         "nothing is written without the password"
     );
 
@@ -416,7 +449,7 @@ async fn notes_refuses_requests_without_the_password_and_large_uploads() {
     let saved = client
         .post(&url)
         .header("Content-Type", "application/x-www-form-urlencoded")
-        .basic_auth("owner", Some("right horse"))
+        .basic_auth("owner", Some(&password))
         .body(form)
         .send()
         .await
@@ -424,7 +457,7 @@ async fn notes_refuses_requests_without_the_password_and_large_uploads() {
     assert_eq!(saved.status(), 303);
     let listed = client
         .get(&url)
-        .basic_auth("owner", Some("right horse"))
+        .basic_auth("owner", Some(&password))
         .send()
         .await
         .unwrap();
@@ -435,7 +468,10 @@ async fn notes_refuses_requests_without_the_password_and_large_uploads() {
     use std::io::{Read, Write};
     let mut raw = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = "b3duZXI6cmlnaHQgaG9yc2U="; // owner:right horse
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("owner:{password}"),
+    );
     write!(
         raw,
         "POST / HTTP/1.1\r\nHost: notes\r\nAuthorization: Basic {auth}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
