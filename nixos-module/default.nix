@@ -6,7 +6,7 @@
 # and the service catalogue /etc/sp-modules/<id> generated from the installed
 # SelfPrivacy module flakes. Usage:
 #
-#   imports = [ ./selfprivacy-api/nixos-module ];
+#   imports = [ selfprivacy-api.nixosModules.default ];  # the flake: module + overlay
 #   services.selfprivacy-api = {
 #     enable = true;
 #     spModules = { inherit (inputs) notes pgapp; };  # name = meta.id
@@ -14,7 +14,8 @@
 #
 # Importing the modules themselves (`nixosModules.default` of each flake) is
 # the job of the system configuration, as in SelfPrivacy's: `imports` cannot
-# depend on this module's options.
+# depend on this module's options. Without the flake, import this directory
+# and add the flake's overlay (or set `package`).
 {
   config,
   lib,
@@ -34,6 +35,41 @@ let
   settings = cfg.settings;
   configFile = "/etc/selfprivacy-api/config.toml";
   settingsFormat = pkgs.formats.toml { };
+  # The settings file, checked by the daemon itself at build time: a key it
+  # does not know or a malformed value fails the rebuild, not the next start.
+  uncheckedConfig = settingsFormat.generate "selfprivacy-api-settings.toml" settings;
+  checkedConfig = pkgs.runCommand "selfprivacy-api.toml" { preferLocalBuild = true; } ''
+    ${cfg.package}/bin/selfprivacy-api check-config ${uncheckedConfig}
+    cp ${uncheckedConfig} "$out"
+  '';
+  # Capabilities the daemon never uses (nor do the tools it runs: nix via
+  # the nix daemon, restic, rclone, rsync, e2fsprogs, util-linux).
+  droppedCapabilities = [
+    "CAP_SYS_MODULE"
+    "CAP_SYS_BOOT"
+    "CAP_SYS_PTRACE"
+    "CAP_SYS_RAWIO"
+    "CAP_SYS_TIME"
+    "CAP_SYS_TTY_CONFIG"
+    "CAP_SYS_PACCT"
+    "CAP_WAKE_ALARM"
+    "CAP_BLOCK_SUSPEND"
+    "CAP_AUDIT_CONTROL"
+    "CAP_AUDIT_READ"
+    "CAP_AUDIT_WRITE"
+    "CAP_MAC_ADMIN"
+    "CAP_MAC_OVERRIDE"
+    "CAP_SYSLOG"
+    "CAP_LINUX_IMMUTABLE"
+    "CAP_BPF"
+    "CAP_PERFMON"
+    "CAP_NET_ADMIN"
+    "CAP_NET_RAW"
+    "CAP_MKNOD"
+  ];
+
+  # The daemon's own slice (SelfPrivacy's naming: id with `-` -> `_`).
+  slice = "selfprivacy_api";
 
   # The same expression scripts/sp-module-definitions evaluates.
   definitionOf = import ./sp-module-definition.nix {
@@ -93,12 +129,8 @@ in
   options.services.selfprivacy-api = {
     enable = mkEnableOption "the SelfPrivacy API daemon";
 
-    package = mkOption {
-      type = types.package;
-      default = pkgs.callPackage ./package.nix { };
-      defaultText = lib.literalExpression "pkgs.callPackage ./package.nix { }";
-      description = "The selfprivacy-api package.";
-    };
+    # pkgs.selfprivacy-api comes from the flake's overlay (overlays.default).
+    package = lib.mkPackageOption pkgs "selfprivacy-api" { };
 
     settings = mkOption {
       description = ''
@@ -228,8 +260,9 @@ in
         default = false;
         description = ''
           A timer running `selfprivacy-api backup run-due`, which starts the
-          automatic backups that are due. Off until the daemon has that
-          subcommand (the backups work implements it).
+          automatic backups that are due. The daemon does not have that
+          subcommand yet (the backups work implements it): turning this on
+          fails the build with an assertion until it does.
         '';
       };
       onCalendar = mkOption {
@@ -249,6 +282,10 @@ in
             message = "services.selfprivacy-api.settings.state_dir must be under /var/lib/ (it is the unit's StateDirectory).";
           }
           {
+            assertion = !cfg.autobackup.enable;
+            message = "services.selfprivacy-api.autobackup.enable: the daemon has no `backup run-due` command yet; leave it off.";
+          }
+          {
             assertion = cfg.spModules == { } || lib.hasPrefix "/etc/" settings.sp_modules_dir;
             message = "services.selfprivacy-api.settings.sp_modules_dir must be under /etc/ to be generated from spModules.";
           }
@@ -260,24 +297,38 @@ in
 
       environment.etc =
         {
-          "selfprivacy-api/config.toml".source = settingsFormat.generate "selfprivacy-api.toml" settings;
+          "selfprivacy-api/config.toml".source = checkedConfig;
           "suggested-sp-modules".text = builtins.toJSON cfg.suggestedModules;
         }
         // lib.mapAttrs' (
           name: d: lib.nameValuePair "${etcPath settings.sp_modules_dir}/${name}" { inherit (d) text; }
         ) definitions;
 
+      # The CLI for the owner (`selfprivacy-api token new --device NAME`);
+      # it reads the same /etc/selfprivacy-api/config.toml.
+      environment.systemPackages = [ cfg.package ];
+
+      systemd.slices.${slice}.description = "SelfPrivacy API daemon slice";
+
       systemd.services.selfprivacy-api = {
         description = "SelfPrivacy API daemon";
         wantedBy = [ "multi-user.target" ];
-        wants = [ "network-online.target" ];
+        wants = [
+          "network-online.target"
+          "nix-daemon.socket"
+        ];
         after = [
           "network-online.target"
           "dbus.service"
+          "nix-daemon.socket"
         ];
         path = cfg.path;
         environment = nixEnvironment // {
           RUST_LOG = cfg.logFilter;
+          # RestrictNamespaces (below) would break a nix that builds by
+          # itself (its sandbox needs namespaces): the daemon's nix goes
+          # through the nix daemon, which builds outside this unit.
+          NIX_REMOTE = "daemon";
         };
         # The file is a symlink into the store: restart when it changes.
         restartTriggers = [ config.environment.etc."selfprivacy-api/config.toml".source ];
@@ -293,11 +344,10 @@ in
           RestartSec = "5s";
           TimeoutStopSec = "30s";
 
+          Slice = "${slice}.slice";
+
           # Root on purpose: it edits /etc/nixos, starts and stops units over
-          # D-Bus, mounts, resizes and chowns service data. For the same
-          # reason there is no CapabilityBoundingSet (chown, mount,
-          # resize2fs' CAP_SYS_RESOURCE, reading any service's files...) and
-          # no SystemCallFilter=@system-service (it excludes @mount).
+          # D-Bus, mounts, resizes and chowns service data.
           User = "root";
           Group = "root";
           StateDirectory = lib.removePrefix "/var/lib/" settings.state_dir;
@@ -331,6 +381,20 @@ in
             "AF_INET6"
             "AF_NETLINK"
           ];
+          # Filter groups add up: what services need, plus mount/umount for
+          # bind mounts of service data. A refused call fails with EPERM
+          # instead of killing the daemon.
+          SystemCallFilter = [
+            "@system-service"
+            "@mount"
+          ];
+          SystemCallErrorNumber = "EPERM";
+          # It keeps what a root manager uses (chown, reading and moving any
+          # service's files, mount, resize2fs' CAP_SYS_RESOURCE, running
+          # tools as service users) and drops what it never does.
+          # One line: several CapabilityBoundingSet= lines without `~` would
+          # add up (OR) rather than drop.
+          CapabilityBoundingSet = "~" + lib.concatStringsSep " " droppedCapabilities;
         }
         // lib.optionalAttrs cfg.confineFilesystem {
           # Each of these puts the daemon in its own mount namespace, whose
@@ -375,8 +439,9 @@ in
       '';
     })
 
-    # Placeholder: the backups work implements `backup run-due`; enable it
-    # then (it talks to the running daemon so the jobs show in the app).
+    # For the backups work, which implements `backup run-due` and then
+    # lifts the assertion above (the command talks to the running daemon so
+    # that the jobs show in the app). Asserted off until then.
     (mkIf cfg.autobackup.enable {
       systemd.services.selfprivacy-api-autobackup = {
         description = "SelfPrivacy: run the automatic backups that are due";

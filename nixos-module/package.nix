@@ -31,6 +31,7 @@ rustPlatform.buildRustPackage {
     description = "SelfPrivacy server API daemon (GraphQL for the SelfPrivacy app)";
     homepage = "https://selfprivacy.org";
     mainProgram = "selfprivacy-api";
+    license = lib.licenses.gpl3Plus; # Cargo.toml: GPL-3.0-or-later
     platforms = lib.platforms.linux;
   };
 }

@@ -1,9 +1,9 @@
 # The catalogue entry /etc/sp-modules/<id> of one SelfPrivacy module flake.
 #
-# One expression, two callers:
-# - nixos-module/default.nix, on a server, with the real nixpkgs `lib`;
-# - scripts/sp-module-definitions, on a development machine without
-#   nixpkgs, with the test shim tests/fixtures/nix-lib-shim.
+# One expression, two callers, both with nixpkgs' own `lib`:
+# - nixos-module/default.nix, on a server;
+# - scripts/sp-module-definitions, on a development machine, with the
+#   vendored `lib` (../shared/vendor/nixpkgs-lib; there is no nixpkgs here).
 #
 #   (import ./sp-module-definition.nix { inherit lib; }) flake
 #     => { id; definition; text; }
@@ -15,24 +15,20 @@
 # with object keys sorted (toJSON sorts them), the format SelfPrivacy's
 # generator writes and the daemon parses (src/domain/services/definition.rs).
 #
-# How the options are read: SelfPrivacy runs `lib.evalModules` on the module
-# alone and takes options.selfprivacy.modules.<id>. For a module that
-# declares its options directly (every SelfPrivacy module does) that yields
-# exactly the declarations: `mkOption { ... } // { meta = ...; }` keeps its
-# extra `meta` attribute. So the module function is called here with `lib`
-# and placeholders for `config`, `pkgs`, ..., and the declarations are read
-# from `options.selfprivacy.modules.<id>` of the attrset it returns. The
-# module's `config` half is never evaluated, so nothing needs a real system;
-# a declaration that reads `config` or `pkgs` (a default computed from them)
-# fails with a message naming the module. `imports` are not followed.
+# The options are read as SelfPrivacy's generator reads them: the module
+# alone goes through `lib.evalModules` with `_module.check = false`, so
+# `imports` are followed (options may live in imported files) and the
+# NixOS options its `config` half sets need not be declared. Only the
+# declarations under options.selfprivacy.modules.<id> are forced; the
+# `config` half is never evaluated.
 #
-# With `check` (the default) a definition the daemon would refuse to load
-# fails the evaluation instead, with every reason listed: on a server that
-# fails the rebuild before anything is switched.
+# With `check` (the default) a definition the daemon would refuse fails the
+# evaluation instead, with every reason listed and the module named: on a
+# server that fails the rebuild before anything is switched.
 {
   lib,
-  # Passed to the module function as `pkgs` (null: a placeholder that fails
-  # when used).
+  # The modules' `pkgs` argument (null: none, an error if an option
+  # declaration uses it).
   pkgs ? null,
   # More module arguments, e.g. SelfPrivacy's `selfprivacy` special argument.
   moduleArgs ? { },
@@ -45,11 +41,9 @@ let
     concatStringsSep
     elem
     filter
-    functionArgs
-    isAttrs
+    isBool
     isFunction
     isList
-    isPath
     isString
     mapAttrs
     match
@@ -66,25 +60,15 @@ let
   id = meta.id or (fail "`meta` has no `id`");
   where = "module ${toJSON id}";
 
-  rawModule = flake.nixosModules.default or (fail "${where}: the flake has no `nixosModules.default`");
-  module = if isPath rawModule || isString rawModule then import rawModule else rawModule;
+  module = flake.nixosModules.default or (fail "${where}: the flake has no `nixosModules.default`");
 
-  placeholder =
-    name:
-    throw "sp-module definition: ${where}: its option declarations use `${name}`, which is not available while they are read";
-  available = {
-    inherit lib;
-    config = placeholder "config";
-    options = placeholder "options";
-    pkgs = if pkgs == null then placeholder "pkgs" else pkgs;
-    modulesPath = placeholder "modulesPath";
-  } // moduleArgs;
-  # Like nixpkgs: every argument the function names is provided (unknown
-  # ones as placeholders); a function without a set pattern gets them all.
-  wanted = functionArgs module;
-  args =
-    if wanted == { } then available else mapAttrs (name: _: available.${name} or (placeholder name)) wanted;
-  evaluated = if isFunction module then module args else module;
+  evaluated = lib.evalModules {
+    modules = [
+      { _module.check = false; }
+      module
+    ];
+    specialArgs = moduleArgs // lib.optionalAttrs (pkgs != null) { inherit pkgs; };
+  };
 
   declared = evaluated.options.selfprivacy.modules or { };
   declaredIds = attrNames declared;
@@ -96,19 +80,13 @@ let
         if declaredIds == [ ] then "none" else concatStringsSep ", " declaredIds
       })";
 
-  isOption = v: isAttrs v && (v._type or null) == "option";
   options = mapAttrs (
     name: option:
-    if isOption option then
+    if lib.isOption option then
       {
         inherit name;
+        inherit (option) loc;
         description = option.description or null;
-        loc = [
-          "selfprivacy"
-          "modules"
-          id
-          name
-        ];
         meta = option.meta or null;
         default = option.default or null;
       }
@@ -138,6 +116,7 @@ let
     "unknown"
   ];
   units = meta.systemdServices or null;
+  nonEmptyString = v: isString v && v != "";
   optionProblems =
     name:
     let
@@ -152,13 +131,32 @@ let
         (if (m.widget or null) == "subdomain" && (m.regex or null) == null then "option ${name}: a subdomain option needs meta.regex" else null)
         (if type == "enum" && (m.options or [ ]) == [ ] then "option ${name}: an enum option needs meta.options" else null)
       ];
+  enable = options.enable or null;
   problems =
     filter (x: x != null) [
-      (if isString id && match "[a-z0-9_][a-z0-9_-]{0,63}" id != null then null else "meta.id ${toJSON id}: use 1 to 64 lowercase letters, digits, '-' or '_', not starting with '-'")
-      (if meta ? name then null else "meta.name is missing")
+      (if isString id && match "[A-Za-z0-9][A-Za-z0-9-]{0,63}" id != null then null else "meta.id ${toJSON id}: use 1 to 64 letters (A-Z, a-z), digits or '-', not starting with '-'")
+      (if (meta.spModuleSchemaVersion or null) == 1 then null else "meta.spModuleSchemaVersion must be 1 (found ${toJSON (meta.spModuleSchemaVersion or null)})")
+      (if nonEmptyString (meta.name or null) then null else "meta.name (a non-empty string) is missing")
+      (if nonEmptyString (meta.description or null) then null else "meta.description (a non-empty string) is missing")
+      (if nonEmptyString (meta.svgIcon or null) then null else "meta.svgIcon (the SVG text) is missing")
       (if isList units then null else "meta.systemdServices (a list of unit names) is missing")
       (if (meta.isMovable or false) -> options ? location then null else "meta.isMovable is true but there is no `location` option")
-      (if elem (meta.supportLevel or "unknown") supportLevels then null else "meta.supportLevel ${toJSON meta.supportLevel} is not one of ${concatStringsSep ", " supportLevels}")
+      (
+        if !(meta ? supportLevel) then
+          "meta.supportLevel is missing (one of ${concatStringsSep ", " supportLevels})"
+        else if elem meta.supportLevel supportLevels then
+          null
+        else
+          "meta.supportLevel ${toJSON meta.supportLevel} is not one of ${concatStringsSep ", " supportLevels}"
+      )
+      (
+        if enable == null then
+          "there is no `enable` option"
+        else if (enable.meta.type or null) == "enable" && isBool enable.default then
+          null
+        else
+          "option enable: needs meta.type \"enable\" and a true/false default"
+      )
     ]
     ++ (if isList units then map (u: "meta.systemdServices: ${toJSON u} is not a unit name") (filter (u: !(isString u && match "[^/]+\\.[^/]+" u != null)) units) else [ ])
     ++ builtins.concatMap optionProblems (attrNames options);

@@ -1,4 +1,4 @@
-//! Command line: `serve`, `token`, `export-schema`.
+//! Command line: `serve`, `token`, `export-schema`, `check-config`.
 
 use crate::app::App;
 use crate::config::Config;
@@ -90,6 +90,13 @@ pub enum Command {
     Token(TokenCommand),
     /// Print the GraphQL schema (SDL) this daemon serves
     ExportSchema,
+    /// Check a configuration file as `serve` would read it (the NixOS
+    /// module runs this at build time); exit status 1 with the reason if
+    /// it is refused
+    CheckConfig {
+        /// The TOML configuration file
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -133,6 +140,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::ExportSchema => {
             print!("{}", crate::api::export_sdl());
+            Ok(())
+        }
+        Command::CheckConfig { file } => {
+            Config::load(Some(&file))?;
+            println!("{}: ok", file.display());
             Ok(())
         }
         Command::Serve { test_hooks_socket } => {

@@ -25,9 +25,11 @@
           group = "echo";
           folders = [ ];
           license = [ lib.licenses.mit ];
-          homepage = "https://selfprivacy.org";
-          sourcePage = "https://git.selfprivacy.org/SelfPrivacy/selfprivacy-nixos-config";
-          supportLevel = "experimental";
+          # The relay is socat.
+          homepage = "http://www.dest-unreach.org/socat/";
+          sourcePage = "https://repo.or.cz/socat.git";
+          # Not an official SelfPrivacy module.
+          supportLevel = "community";
         };
     };
 }

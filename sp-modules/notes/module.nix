@@ -1,6 +1,9 @@
 # Notes: a web service whose data lives on a volume. It shows the options a
 # movable web service needs (enable, location, subdomain), an int and a
 # string option, the bind mount of its data folder and the nginx vhost.
+# The server asks for a password (HTTP Basic authentication), generated on
+# first start into /var/lib/notes/.password (readable by root and notes:
+# `cat` it over SSH), and refuses bodies over maxUploadMb.
 {
   config,
   lib,
@@ -12,6 +15,26 @@ let
   cfg = sp.modules.notes;
   port = 8090;
   subdomainRegex = "[A-Za-z0-9][A-Za-z0-9-]{0,61}[A-Za-z0-9]";
+  # SelfPrivacy's rule: a module's slice is its id with `-` -> `_`.
+  slice = "notes";
+  passwordFile = "/var/lib/notes/.password";
+  makePassword = pkgs.writeShellScript "notes-password" ''
+    set -eu
+    umask 077
+    if [ ! -s ${passwordFile} ]; then
+      ${pkgs.coreutils}/bin/head -c 18 /dev/urandom | ${pkgs.coreutils}/bin/base64 > ${passwordFile}.tmp
+      ${pkgs.coreutils}/bin/mv ${passwordFile}.tmp ${passwordFile}
+    fi
+  '';
+  # The security headers SelfPrivacy's documentation gives its vhosts.
+  securityHeaders = ''
+    add_header Strict-Transport-Security "max-age=63072000; includeSubDomains" always;
+    add_header Referrer-Policy "origin-when-cross-origin" always;
+    add_header X-Frame-Options "SAMEORIGIN" always;
+    add_header X-Content-Type-Options "nosniff" always;
+    add_header X-XSS-Protection "1; mode=block" always;
+    proxy_cookie_path / "/; secure; HttpOnly; SameSite=strict";
+  '';
 in
 {
   options.selfprivacy.modules.notes = {
@@ -98,7 +121,7 @@ in
     };
     users.groups.notes = { };
 
-    systemd.slices.notes.description = "Notes service slice";
+    systemd.slices.${slice}.description = "Notes service slice";
 
     systemd.services.notes = {
       description = "Notes web service";
@@ -110,14 +133,16 @@ in
         NOTES_PORT = toString port;
         NOTES_TITLE = cfg.title;
         NOTES_MAX_UPLOAD_MB = toString cfg.maxUploadMb;
+        NOTES_PASSWORD_FILE = passwordFile;
       };
       serviceConfig = {
-        Slice = "notes.slice";
+        Slice = "${slice}.slice";
         User = "notes";
         Group = "notes";
         # Creates /var/lib/notes (on the bind mount) owned by notes:notes.
         StateDirectory = "notes";
         StateDirectoryMode = "0750";
+        ExecStartPre = makePassword;
         ExecStart = "${pkgs.python3}/bin/python3 ${./notes-server.py}";
         Restart = "on-failure";
         NoNewPrivileges = true;
@@ -133,7 +158,8 @@ in
       forceSSL = true;
       extraConfig = ''
         client_max_body_size ${toString cfg.maxUploadMb}m;
-      '';
+      ''
+      + securityHeaders;
       locations."/".proxyPass = "http://127.0.0.1:${toString port}";
     };
   };

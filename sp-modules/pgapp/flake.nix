@@ -16,8 +16,9 @@
           svgIcon = builtins.readFile ./icon.svg;
           showUrl = true;
           primarySubdomain = "subdomain";
-          # The database lives with PostgreSQL on the system volume.
-          isMovable = false;
+          # Its folders move with `location`; the database itself lives with
+          # PostgreSQL.
+          isMovable = true;
           isRequired = false;
           canBeBackedUp = true;
           backupDescription = "The pgapp database, its signing secret and the front end's files.";

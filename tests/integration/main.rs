@@ -9,6 +9,7 @@ mod auth;
 mod catalogue;
 mod jobs;
 mod limits;
+mod modules;
 mod resources;
 mod schema;
 mod services;

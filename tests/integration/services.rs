@@ -349,7 +349,7 @@ async fn catalogue_changes_are_picked_up_and_broken_definitions_skipped() {
         "{log}"
     );
     assert!(
-        log.contains("differs from the file name") || log.contains("must be lowercase"),
+        log.contains("differs from the file name") || log.contains("must be 1 to 64 letters"),
         "{log}"
     );
 }

@@ -206,6 +206,7 @@ fn parse_env(stdout: &[u8]) -> HashMap<String, String> {
 /// test fixtures; the example modules' definitions come from `nix eval`).
 pub fn module(id: &str, units: &[&str], extra_meta: Value) -> String {
     let mut meta = serde_json::json!({
+        "spModuleSchemaVersion": 1,
         "id": id,
         "name": format!("{id} (test)"),
         "description": format!("Test module {id}"),

@@ -323,7 +323,7 @@ mod tests {
 
     fn definition(id: &str, subdomain_default: &str) -> Arc<Definition> {
         let text = json!({
-            "meta": {"id": id, "name": id.to_uppercase(), "systemdServices": [format!("{id}.service")]},
+            "meta": {"spModuleSchemaVersion": 1, "id": id, "name": id.to_uppercase(), "description": id, "svgIcon": "<svg/>", "supportLevel": "community", "systemdServices": [format!("{id}.service")]},
             "options": {
                 "enable": {"name": "enable", "default": false, "meta": {"type": "enable"}},
                 "subdomain": {"name": "subdomain", "default": subdomain_default, "description": "Subdomain",

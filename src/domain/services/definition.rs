@@ -166,35 +166,93 @@ pub struct OptionMeta {
     pub weight: Option<i64>,
 }
 
-/// A definition that cannot be used, and why.
+/// The systemd slice of a module: its id with `-` replaced by `_`
+/// (`my-app` runs in `my_app.slice`; `my-app.slice` would be a slice nested
+/// in `my.slice`).
+pub fn slice_of(id: &str) -> String {
+    format!("{}.slice", id.replace('-', "_"))
+}
+
+/// Whether `id` is a module id as documented: 1 to 64 of `A-Za-z0-9` and
+/// `-`, not starting with `-`. (No `_`: `my-app` and `my_app` would share
+/// a slice.)
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('-')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Meta fields without which SelfPrivacy's format is not followed (the
+/// types above would otherwise fill in defaults).
+const REQUIRED_META: [&str; 4] = [
+    "spModuleSchemaVersion",
+    "description",
+    "svgIcon",
+    "supportLevel",
+];
+
+/// A definition that cannot be used, and why; the message names the module.
 #[derive(Debug, thiserror::Error)]
 pub enum DefinitionError {
-    #[error("not a valid definition: {0}")]
-    Format(#[from] serde_json::Error),
-    #[error("{0}")]
-    Invalid(String),
+    #[error("module {0:?}: not a valid definition: {1}")]
+    Format(String, serde_json::Error),
+    #[error("module {0:?}: {1}")]
+    Invalid(String, String),
 }
 
 impl Definition {
     /// Parses and checks a definition file named `file_id`.
     pub fn parse(file_id: &str, bytes: &[u8]) -> Result<Definition, DefinitionError> {
-        let definition: Definition = serde_json::from_slice(bytes)?;
-        definition.check(file_id)?;
+        let format = |e| DefinitionError::Format(file_id.to_owned(), e);
+        let raw: Value = serde_json::from_slice(bytes).map_err(format)?;
+        Self::check_required(&raw)
+            .map_err(|why| DefinitionError::Invalid(file_id.to_owned(), why))?;
+        let definition: Definition = serde_json::from_value(raw).map_err(format)?;
+        definition
+            .check(file_id)
+            .map_err(|why| DefinitionError::Invalid(file_id.to_owned(), why))?;
         Ok(definition)
     }
 
-    fn check(&self, file_id: &str) -> Result<(), DefinitionError> {
-        let invalid = |why: String| Err(DefinitionError::Invalid(why));
+    /// The fields that have defaults in the types but are required by the
+    /// format: every missing one is listed.
+    fn check_required(raw: &Value) -> Result<(), String> {
+        let meta = &raw["meta"];
+        let mut missing: Vec<String> = REQUIRED_META
+            .iter()
+            .filter(|key| meta.get(**key).is_none_or(Value::is_null))
+            .map(|key| format!("meta.{key}"))
+            .collect();
+        if let Some(version) = meta.get("spModuleSchemaVersion")
+            && !version.is_null()
+            && version != 1
+        {
+            return Err(format!(
+                "meta.spModuleSchemaVersion is {version}; this daemon reads version 1"
+            ));
+        }
+        let enable = &raw["options"]["enable"];
+        if enable.is_null() {
+            missing.push("the `enable` option".into());
+        } else if enable["meta"]["type"] != "enable" || !enable["default"].is_boolean() {
+            return Err(
+                "option enable: needs meta.type \"enable\" and a true/false default".into(),
+            );
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("missing {}", missing.join(", ")))
+        }
+    }
+
+    fn check(&self, file_id: &str) -> Result<(), String> {
+        let invalid = |why: String| Err(why);
         let id = &self.meta.id;
-        let id_ok = !id.is_empty()
-            && id.len() <= 64
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-            && !id.starts_with('-');
-        if !id_ok {
+        if !is_valid_id(id) {
             return invalid(format!(
-                "meta.id {id:?} must be lowercase letters, digits, '-' or '_'"
+                "meta.id {id:?} must be 1 to 64 letters (A-Z, a-z), digits or '-', not starting with '-'"
             ));
         }
         if id != file_id {
@@ -258,7 +316,9 @@ pub(crate) mod tests {
     pub fn example(id: &str) -> String {
         serde_json::json!({
             "meta": {
-                "id": id, "name": "Echo", "systemdServices": [format!("{id}.service")],
+                "spModuleSchemaVersion": 1, "id": id, "name": "Echo",
+                "description": "An example", "svgIcon": "<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
+                "systemdServices": [format!("{id}.service")],
                 "isMovable": true, "folders": [format!("/var/lib/{id}")],
                 "license": [{"deprecated": false, "free": true, "fullName": "MIT License",
                              "redistributable": true, "shortName": "mit", "spdxId": "MIT",
@@ -302,5 +362,71 @@ pub(crate) mod tests {
         let mut path_id = serde_json::from_str::<Value>(&example("echo")).unwrap();
         path_id["meta"]["id"] = "../etc".into();
         assert!(Definition::parse("../etc", path_id.to_string().as_bytes()).is_err());
+    }
+
+    #[test]
+    fn ids_are_letters_digits_and_hyphens() {
+        for good in ["my-app", "MyApp2", "a"] {
+            assert!(is_valid_id(good), "{good}");
+            let text = example(good);
+            let d = Definition::parse(good, text.as_bytes()).unwrap();
+            assert_eq!(d.meta.id, good);
+        }
+        for bad in ["my_app", "-app", "", "a.b", "caf\u{e9}", &"a".repeat(65)] {
+            assert!(!is_valid_id(bad), "{bad}");
+        }
+        let mut underscore = serde_json::from_str::<Value>(&example("my-app")).unwrap();
+        underscore["meta"]["id"] = "my_app".into();
+        let err = Definition::parse("my_app", underscore.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("\"my_app\""), "{err}");
+    }
+
+    #[test]
+    fn a_slice_is_the_id_with_underscores() {
+        assert_eq!(slice_of("my-awesome-service"), "my_awesome_service.slice");
+        assert_eq!(slice_of("echo"), "echo.slice");
+    }
+
+    #[test]
+    fn required_meta_is_checked_naming_the_module() {
+        for key in REQUIRED_META {
+            let mut without = serde_json::from_str::<Value>(&example("echo")).unwrap();
+            without["meta"].as_object_mut().unwrap().remove(key);
+            let err = Definition::parse("echo", without.to_string().as_bytes()).unwrap_err();
+            let text = err.to_string();
+            assert!(text.starts_with("module \"echo\": "), "{text}");
+            assert!(text.contains(&format!("meta.{key}")), "{text}");
+        }
+        let mut all = serde_json::from_str::<Value>(&example("echo")).unwrap();
+        for key in REQUIRED_META {
+            all["meta"].as_object_mut().unwrap().remove(key);
+        }
+        let text = Definition::parse("echo", all.to_string().as_bytes())
+            .unwrap_err()
+            .to_string();
+        for key in REQUIRED_META {
+            assert!(text.contains(&format!("meta.{key}")), "all listed: {text}");
+        }
+
+        let mut version = serde_json::from_str::<Value>(&example("echo")).unwrap();
+        version["meta"]["spModuleSchemaVersion"] = 2.into();
+        let err = Definition::parse("echo", version.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("version 1"), "{err}");
+
+        let mut no_enable = serde_json::from_str::<Value>(&example("echo")).unwrap();
+        no_enable["options"]
+            .as_object_mut()
+            .unwrap()
+            .remove("enable");
+        let err = Definition::parse("echo", no_enable.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("`enable` option"), "{err}");
+
+        let mut wrong_enable = serde_json::from_str::<Value>(&example("echo")).unwrap();
+        wrong_enable["options"]["enable"]["meta"]["type"] = "bool".into();
+        let err = Definition::parse("echo", wrong_enable.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("option enable"), "{err}");
+        wrong_enable["options"]["enable"]["meta"]["type"] = "enable".into();
+        wrong_enable["options"]["enable"]["default"] = "no".into();
+        assert!(Definition::parse("echo", wrong_enable.to_string().as_bytes()).is_err());
     }
 }

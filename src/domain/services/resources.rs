@@ -3,6 +3,7 @@
 //! (it reports nothing), from the processes in it. Sampled in the
 //! background and kept ready for monitoring.
 
+use super::definition::slice_of;
 use crate::os::cgroups;
 use crate::os::systemd::SystemdLink;
 use std::collections::HashMap;
@@ -48,13 +49,14 @@ impl ResourceSampler {
             .cloned()
     }
 
-    /// Samples the slice `<id>.slice` of each service.
+    /// Samples the slice of each service: its id with `-` -> `_`
+    /// (`my-app` -> `my_app.slice`), as SelfPrivacy's modules name them.
     pub async fn sample(&self, services: &[String]) {
         let Ok(systemd) = self.systemd.get().await else {
             return;
         };
         for service in services {
-            let slice = format!("{service}.slice");
+            let slice = slice_of(service);
             let usage = match systemd.slice_usage(&slice).await {
                 Ok(usage) => usage,
                 Err(e) => {
