@@ -100,7 +100,7 @@ fn find<'a>(services: &'a [Value], id: &str) -> &'a Value {
     services.iter().find(|s| s["id"] == id).unwrap()
 }
 
-async fn mutate(client: &Client, name: &str, variables: Value) -> Value {
+pub async fn mutate(client: &Client, name: &str, variables: Value) -> Value {
     let r = client.query(&operation(name), variables).await;
     assert_no_errors(&r);
     let services = r["data"]["services"].as_object().unwrap();
@@ -112,7 +112,7 @@ async fn mutate(client: &Client, name: &str, variables: Value) -> Value {
         .clone()
 }
 
-async fn last_rebuild_done(client: &Client) -> Value {
+pub async fn last_rebuild_done(client: &Client) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let r = client

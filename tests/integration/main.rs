@@ -9,6 +9,7 @@ mod auth;
 mod catalogue;
 mod jobs;
 mod limits;
+mod rebuilds;
 mod resources;
 mod schema;
 mod services;

@@ -56,21 +56,21 @@ async fn status_of(client: &Client, id: &str) -> String {
         .to_owned()
 }
 
-async fn job_by_uid(client: &Client, uid: &str) -> Value {
+pub async fn job_by_uid(client: &Client, uid: &str) -> Value {
     let r = client
         .query("query($id: String!) { jobs { getJob(jobId: $id) { uid typeId status statusText progress error result } } }", json!({"id": uid}))
         .await;
     r["data"]["jobs"]["getJob"].clone()
 }
 
-async fn rebuild(client: &Client) -> Value {
+pub async fn rebuild(client: &Client) -> Value {
     let r = client
         .query("mutation { system { runSystemRebuild { success message code job { uid typeId status } } } }", json!({}))
         .await;
     r["data"]["system"]["runSystemRebuild"].clone()
 }
 
-async fn wait_job_done(client: &Client, uid: &str) -> Value {
+pub async fn wait_job_done(client: &Client, uid: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let job = job_by_uid(client, uid).await;
