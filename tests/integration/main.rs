@@ -13,6 +13,7 @@ mod rebuilds;
 mod resources;
 mod schema;
 mod services;
+mod systemd_bus;
 mod testbed;
 mod tokens;
 mod websockets;
