@@ -6,7 +6,7 @@
 //! `runSystemRebuild` joining the scheduled rebuild.
 
 use crate::catalogue::{last_rebuild_done, mutate};
-use crate::services::{rebuild, wait_job_done};
+use crate::services::{rebuild, wait_job_done, wait_unit_state};
 use crate::support::*;
 use crate::testbed::{Setup, Testbed, module};
 use serde_json::{Value, json};
@@ -90,18 +90,6 @@ async fn latest_rebuild_uid(client: &Client) -> String {
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-async fn wait_unit_state(testbed: &Testbed, unit: &str, state: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let now = testbed.unit_state(unit);
-        if now == state {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{unit} is {now}, not {state}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
