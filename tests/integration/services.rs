@@ -293,8 +293,18 @@ async fn a_failed_rebuild_ends_in_error_with_the_lines_and_rebuilds_never_overla
     let busy = client.query("{ system { busy } }", json!({})).await;
     assert_eq!(busy["data"]["system"]["busy"], false);
 
-    // Upgrade and rollback are jobs too.
+    // Upgrade and rollback are jobs too. The stand-in's generations show
+    // what they did: an upgrade is a newer system, a rollback goes back.
     std::fs::remove_file(testbed.path("/etc/nixos/.standin-fail")).unwrap();
+    let profile = testbed.path("/nix/var/nix/profiles/system");
+    let generation_before = std::fs::read_link(&profile).unwrap();
+    // The links point inside the container: followed by hand.
+    let version = || {
+        let generation = profile.with_file_name(std::fs::read_link(&profile).unwrap());
+        let system = testbed.path(std::fs::read_link(generation).unwrap().to_str().unwrap());
+        std::fs::read_to_string(system.join("nixos-version")).unwrap()
+    };
+    let version_before = version();
     let r = client
         .query(
             "mutation { system { runSystemUpgrade { code job { uid typeId } } } }",
@@ -306,6 +316,11 @@ async fn a_failed_rebuild_ends_in_error_with_the_lines_and_rebuilds_never_overla
     assert_eq!(
         wait_job_done(&client, upgrade["job"]["uid"].as_str().unwrap()).await["status"],
         "FINISHED"
+    );
+    assert_ne!(
+        version(),
+        version_before,
+        "an upgrade brings a newer system"
     );
     let r = client
         .query(
@@ -328,6 +343,12 @@ async fn a_failed_rebuild_ends_in_error_with_the_lines_and_rebuilds_never_overla
         wait_job_done(&client, rollback["uid"].as_str().unwrap()).await["status"],
         "FINISHED"
     );
+    assert_eq!(
+        std::fs::read_link(&profile).unwrap(),
+        generation_before,
+        "back to the generation before the upgrade"
+    );
+    assert_eq!(version(), version_before);
 }
 
 #[tokio::test]
