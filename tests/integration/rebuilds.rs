@@ -296,3 +296,24 @@ async fn run_system_rebuild_joins_the_scheduled_rebuild() {
         .count();
     assert_eq!(rebuilds, 1);
 }
+
+#[tokio::test]
+async fn a_flake_that_does_not_parse_fails_the_build_and_activates_nothing() {
+    let testbed = Testbed::up(setup("rebuild_debounce_ms = 300\n"));
+    let client = testbed.start_daemon().await;
+    let flake_before = std::fs::read_to_string(testbed.path(FLAKE)).unwrap();
+    // A hand edit gone wrong.
+    std::fs::write(testbed.path(FLAKE), "{\n  inputs = { x.url = ;\n}\n").unwrap();
+    let started = rebuild(&client).await;
+    let job = wait_job_done(&client, started["job"]["uid"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "ERROR", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("syntax error"), "nix's own words: {error}");
+    assert!(error.contains("restored"), "{error}");
+    assert_eq!(profile(&testbed), "", "nothing was activated");
+    assert_eq!(
+        std::fs::read_to_string(testbed.path(FLAKE)).unwrap(),
+        flake_before,
+        "the flake the system was built from"
+    );
+}
