@@ -218,8 +218,9 @@ async fn a_resumed_rebuild_that_runs_too_long_is_stopped_before_the_files_are_re
 async fn changes_queued_during_a_rebuild_are_checked_again_when_applied() {
     let testbed = Testbed::up(setup("rebuild_debounce_ms = 300\n"));
     let client = testbed.start_daemon().await;
-    // The running rebuild frees "www", then fails and puts it back.
-    standin_flag(&testbed, ".standin-delay", "2");
+    // The running rebuild frees "www", then fails and puts it back. Slow,
+    // so the next change surely comes while it runs.
+    standin_flag(&testbed, ".standin-delay", "5");
     standin_flag(&testbed, ".standin-fail-once", "error: broken");
     set_subdomain(&client, "web", "blog").await;
     let running = latest_rebuild_uid(&client).await;
