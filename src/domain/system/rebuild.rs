@@ -764,7 +764,7 @@ impl Rebuilds {
         unit: &str,
         outcome: Result<JobOutcome, crate::os::systemd::SystemdError>,
     ) -> Ending {
-        let (en, ru) = match outcome {
+        let (mut en, mut ru) = match outcome {
             Ok(JobOutcome::Done) => {
                 self.update(
                     uid,
@@ -806,7 +806,6 @@ impl Rebuilds {
         };
         let lines = self.last_lines(systemd, unit, LOG_LINES_SHOWN).await;
         let activated = self.config.activated_since_run_started() == Some(true);
-        let (mut en, mut ru) = (en, ru);
         if activated {
             en.push_str(" The new configuration was activated and is kept");
             ru.push_str(" Новая конфигурация применена и сохранена");
