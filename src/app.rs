@@ -51,6 +51,8 @@ impl App {
                     config.state_dir.join("applied-flake.nix"),
                 ),
             ],
+            system_profile: config.system_profile.clone(),
+            profile_before_run: config.state_dir.join("rebuild-profile-before"),
         };
         let rebuilds = Arc::new(Rebuilds::new(
             systemd.clone(),

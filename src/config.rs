@@ -45,6 +45,9 @@ pub struct Config {
     pub rebuild_unit: String,
     pub upgrade_unit: String,
     pub rollback_unit: String,
+    /// The NixOS system profile link: a rebuild that changed it has
+    /// activated its new generation (even if it then reported errors).
+    pub system_profile: PathBuf,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             rebuild_unit: "sp-nixos-rebuild.service".into(),
             upgrade_unit: "sp-nixos-upgrade.service".into(),
             rollback_unit: "sp-nixos-rollback.service".into(),
+            system_profile: PathBuf::from("/nix/var/nix/profiles/system"),
         }
     }
 }

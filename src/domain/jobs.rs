@@ -148,10 +148,13 @@ impl JobRegistry {
 
     /// All jobs the app should see, oldest first.
     pub fn list(&self) -> JobList {
+        self.visible(&self.lock())
+    }
+
+    fn visible(&self, jobs: &[Job]) -> JobList {
         let now = self.clock.now();
         Arc::new(
-            self.lock()
-                .iter()
+            jobs.iter()
                 .filter(|j| !self.is_expired(j, now))
                 .cloned()
                 .collect(),
@@ -170,9 +173,12 @@ impl JobRegistry {
         self.updates.subscribe()
     }
 
-    fn publish(&self) {
+    /// Sends the list as `jobs` (the locked list) has it. Called with the
+    /// lock held, so lists are sent in the order the changes were made and
+    /// the last one a subscriber gets is the latest.
+    fn publish(&self, jobs: &[Job]) {
         // No subscribers is not an error.
-        let _ = self.updates.send(self.list());
+        let _ = self.updates.send(self.visible(jobs));
     }
 
     pub fn create(&self, type_id: &str, name: Text, description: Text) -> Outcome<Job> {
@@ -197,8 +203,8 @@ impl JobRegistry {
                 .upsert_job(&job_to_record(&job))
                 .map_err(|e| Failure::internal("saving a job", e))?;
             jobs.push(job.clone());
+            self.publish(&jobs);
         }
-        self.publish();
         Ok(job)
     }
 
@@ -236,9 +242,9 @@ impl JobRegistry {
                 .upsert_job(&job_to_record(&next))
                 .map_err(|e| Failure::internal("saving a job", e))?;
             *job = next.clone();
+            self.publish(&jobs);
             next
         };
-        self.publish();
         Ok(job)
     }
 
@@ -260,8 +266,8 @@ impl JobRegistry {
                 .delete_jobs(std::slice::from_ref(&jobs[index].uid))
                 .map_err(|e| Failure::internal("removing a job", e))?;
             jobs.remove(index);
+            self.publish(&jobs);
         }
-        self.publish();
         Ok(())
     }
 
@@ -466,5 +472,75 @@ mod tests {
         let list = updates.try_recv().unwrap();
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].uid, first.uid);
+    }
+
+    #[test]
+    fn lists_are_published_in_the_order_of_the_changes() {
+        let (registry, _, _) = registry();
+        let registry = Arc::new(registry);
+        let jobs: Vec<Job> = (0..4)
+            .map(|i| {
+                let name = Text::untranslated(format!("job {i}"));
+                registry.create("test.job", name.clone(), name).unwrap()
+            })
+            .collect();
+        let mut updates = registry.subscribe();
+        // Each job's progress only grows, so in lists sent in order no job's
+        // progress ever goes back.
+        let reader = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            loop {
+                match updates.blocking_recv() {
+                    Ok(list) => seen.push(list),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return seen,
+                }
+            }
+        });
+        let writers: Vec<_> = jobs
+            .iter()
+            .map(|job| {
+                let registry = registry.clone();
+                let uid = job.uid.clone();
+                std::thread::spawn(move || {
+                    for step in 0..=2000 {
+                        let update = JobUpdate {
+                            progress: Some(step / 20),
+                            status_text: Some(Text::untranslated(format!("step {step}"))),
+                            ..Default::default()
+                        };
+                        registry.update(&uid, update).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let latest = registry.list();
+        // Dropping the registry closes the channel: the reader ends.
+        drop(registry);
+        let seen = reader.join().unwrap();
+        let step = |job: &Job| -> u32 {
+            job.status_text
+                .as_ref()
+                .map_or(0, |t| t.en.trim_start_matches("step ").parse().unwrap_or(0))
+        };
+        for pair in seen.windows(2) {
+            for (before, after) in pair[0].iter().zip(pair[1].iter()) {
+                assert!(
+                    step(after) >= step(before),
+                    "job {} went back from step {} to {}",
+                    before.uid,
+                    step(before),
+                    step(after)
+                );
+            }
+        }
+        assert_eq!(
+            **seen.last().unwrap(),
+            *latest,
+            "the last list is the latest"
+        );
     }
 }

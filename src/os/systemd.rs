@@ -1,11 +1,22 @@
 //! systemd over D-Bus: one connection, hand-written proxies, and a cache of
 //! unit states kept fresh by signals, so reading a status costs no round
 //! trip.
+//!
+//! The daemon never hangs on the bus: every method call has a timeout, and
+//! signals are read by two tasks that never call D-Bus themselves and never
+//! stop reading. zbus stops reading the socket while any signal stream's
+//! queue is full, so a stream left unread across another call (waiting for
+//! its reply) could block that reply forever.
 
 use futures_util::StreamExt;
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How long a D-Bus method call may wait for its answer (D-Bus's usual
+/// default). systemd answers at once; a job's end is waited for separately.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(25);
 use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 use zbus::{Connection, MatchRule, MessageStream, proxy};
 
@@ -89,6 +100,73 @@ struct Cache {
     units: HashMap<String, Tracked>,
 }
 
+/// Ends of systemd jobs (`JobRemoved`), handed out by the task that reads
+/// the manager's signals to whoever waits for them.
+#[derive(Default)]
+struct JobEnds {
+    waiters: HashMap<OwnedObjectPath, oneshot::Sender<String>>,
+    /// Calls that create a job and have not registered a waiter yet.
+    calls_in_flight: usize,
+    /// Ends nobody waited for, kept while a call is in flight: its job
+    /// can end before the call's answer is read.
+    unclaimed: VecDeque<(OwnedObjectPath, String)>,
+    /// The signal stream ended: nothing more will arrive.
+    closed: bool,
+}
+
+impl JobEnds {
+    fn ended(&mut self, job: OwnedObjectPath, result: String) {
+        match self.waiters.remove(&job) {
+            Some(waiter) => {
+                let _ = waiter.send(result);
+            }
+            None if self.calls_in_flight > 0 => self.unclaimed.push_back((job, result)),
+            None => {}
+        }
+    }
+
+    /// The end of `job`: at once if it already came, else when it comes
+    /// (an error if the signals stop).
+    fn wait(&mut self, job: &OwnedObjectPath) -> oneshot::Receiver<String> {
+        let (sender, receiver) = oneshot::channel();
+        if let Some(index) = self.unclaimed.iter().position(|(j, _)| j == job) {
+            let (_, result) = self.unclaimed.remove(index).expect("index is in range");
+            let _ = sender.send(result);
+        } else if !self.closed {
+            self.waiters.insert(job.clone(), sender);
+        }
+        receiver
+    }
+
+    fn close(&mut self) {
+        self.closed = true;
+        self.waiters.clear();
+    }
+}
+
+/// A call that creates a job, from before it is sent until its waiter is
+/// registered (or it fails or is cancelled).
+struct JobCall(Arc<Mutex<JobEnds>>);
+
+impl JobCall {
+    fn begin(ends: &Arc<Mutex<JobEnds>>) -> JobCall {
+        ends.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .calls_in_flight += 1;
+        JobCall(ends.clone())
+    }
+}
+
+impl Drop for JobCall {
+    fn drop(&mut self) {
+        let mut ends = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        ends.calls_in_flight -= 1;
+        if ends.calls_in_flight == 0 {
+            ends.unclaimed.clear();
+        }
+    }
+}
+
 /// The systemd adapter. Cloning shares the connection and the cache.
 #[derive(Clone)]
 pub struct Systemd {
@@ -98,6 +176,7 @@ pub struct Systemd {
     /// a handler waiting for a reply while its own signals pile up would
     /// stall the connection.
     stale: tokio::sync::mpsc::UnboundedSender<Stale>,
+    job_ends: Arc<Mutex<JobEnds>>,
 }
 
 enum Stale {
@@ -107,12 +186,23 @@ enum Stale {
 
 impl Systemd {
     /// Connects to the bus at `address`, or the system bus, and starts
-    /// following unit changes.
-    pub async fn connect(address: Option<&str>) -> Result<Systemd, SystemdError> {
-        let connection = match address {
-            Some(address) => zbus::connection::Builder::address(address)?.build().await?,
-            None => Connection::system().await?,
+    /// following unit changes. Method calls that get no answer within
+    /// `call_timeout` fail.
+    pub async fn connect(
+        address: Option<&str>,
+        call_timeout: Duration,
+    ) -> Result<Systemd, SystemdError> {
+        let builder = match address {
+            Some(address) => zbus::connection::Builder::address(address)?,
+            None => zbus::connection::Builder::system()?,
         };
+        // Connecting has no answer to time out: bound it as a whole.
+        let connection =
+            tokio::time::timeout(call_timeout, builder.method_timeout(call_timeout).build())
+                .await
+                .map_err(|_| {
+                    zbus::Error::InputOutput(Arc::new(std::io::ErrorKind::TimedOut.into()))
+                })??;
         let (stale, stale_units) = tokio::sync::mpsc::unbounded_channel();
         let systemd = Systemd {
             connection,
@@ -120,6 +210,7 @@ impl Systemd {
                 units: HashMap::new(),
             })),
             stale,
+            job_ends: Arc::default(),
         };
         systemd.manager().await?.subscribe().await?;
         systemd.spawn_refresher(stale_units);
@@ -317,19 +408,29 @@ impl Systemd {
                         }
                     }
                     Some(signal) = jobs.next() => {
-                        if let Ok(args) = signal.args() && this.is_tracked(&args.unit) {
-                            this.mark_stale(Stale::Unit(args.unit.clone()));
+                        if let Ok(args) = signal.args() {
+                            this.job_ends().ended(args.job.clone(), args.result.clone());
+                            if this.is_tracked(&args.unit) {
+                                this.mark_stale(Stale::Unit(args.unit.clone()));
+                            }
                         }
                     }
                     else => break,
                 }
             }
+            this.job_ends().close();
             tracing::error!("systemd manager signal stream ended");
         });
         Ok(())
     }
 
-    /// Starts, stops or restarts a unit and waits for systemd's job to end.
+    fn job_ends(&self) -> std::sync::MutexGuard<'_, JobEnds> {
+        self.job_ends.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts, stops or restarts a unit and waits for systemd's job to end
+    /// (its `JobRemoved` signal, read by the manager signal task: no stream
+    /// of this call's own sits unread meanwhile).
     pub async fn run_job(
         &self,
         action: UnitAction,
@@ -337,28 +438,22 @@ impl Systemd {
         timeout: Duration,
     ) -> Result<JobOutcome, SystemdError> {
         let manager = self.manager().await?;
-        // Listen before asking, so the job's end cannot slip past.
-        let mut removed = manager.receive_job_removed().await?;
+        let call = JobCall::begin(&self.job_ends);
         let job = match action {
             UnitAction::Start => manager.start_unit(unit, "replace").await?,
             UnitAction::Stop => manager.stop_unit(unit, "replace").await?,
             UnitAction::Restart => manager.restart_unit(unit, "replace").await?,
         };
-        let wait = async {
-            while let Some(signal) = removed.next().await {
-                if let Ok(args) = signal.args()
-                    && args.job == job
-                {
-                    return Some(args.result);
-                }
+        let ended = self.job_ends().wait(&job);
+        drop(call);
+        let outcome = match tokio::time::timeout(timeout, ended).await {
+            Ok(Ok(result)) if result == "done" => JobOutcome::Done,
+            Ok(Ok(result)) => JobOutcome::Failed(result),
+            Ok(Err(_)) => JobOutcome::Failed("lost connection to systemd".into()),
+            Err(_) => {
+                self.job_ends().waiters.remove(&job);
+                JobOutcome::TimedOut
             }
-            None
-        };
-        let outcome = match tokio::time::timeout(timeout, wait).await {
-            Ok(Some(result)) if result == "done" => JobOutcome::Done,
-            Ok(Some(result)) => JobOutcome::Failed(result),
-            Ok(None) => JobOutcome::Failed("lost connection to systemd".into()),
-            Err(_) => JobOutcome::TimedOut,
         };
         self.refresh(unit).await;
         Ok(outcome)
@@ -437,6 +532,7 @@ pub fn unit_name_from_path(path: &str) -> Option<String> {
 /// (and answers what it can) even while the bus is unreachable.
 pub struct SystemdLink {
     address: Option<String>,
+    call_timeout: Duration,
     connection: tokio::sync::OnceCell<Systemd>,
 }
 
@@ -444,13 +540,20 @@ impl SystemdLink {
     pub fn new(address: Option<String>) -> Self {
         SystemdLink {
             address,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
             connection: tokio::sync::OnceCell::new(),
         }
     }
 
+    /// How long a method call may wait for its answer.
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
     pub async fn get(&self) -> Result<&Systemd, SystemdError> {
         self.connection
-            .get_or_try_init(|| Systemd::connect(self.address.as_deref()))
+            .get_or_try_init(|| Systemd::connect(self.address.as_deref(), self.call_timeout))
             .await
     }
 }

@@ -30,14 +30,18 @@ async fn jobs(daemon: &Daemon, language: &str) -> Vec<Value> {
 }
 
 async fn wait_for_status(daemon: &Daemon, status: &str) -> Value {
-    for _ in 0..100 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
         let list = jobs(daemon, "en").await;
         if let Some(job) = list.iter().find(|j| j["status"] == status) {
             return job.clone();
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no job reached {status}: {list:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("no job reached {status}");
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use selfprivacy_api::os::systemd::SystemdLink;
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn slices_report_cpu_and_the_memory_of_their_processes() {
@@ -32,8 +32,20 @@ async fn slices_report_cpu_and_the_memory_of_their_processes() {
         PathBuf::from("/proc"),
     );
     let services = vec!["busy".to_owned(), "absent".to_owned()];
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    sampler.sample(&services).await;
+    // Sampled until the worker holds its 64 MiB.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        sampler.sample(&services).await;
+        if sampler
+            .latest("busy")
+            .is_some_and(|busy| busy.memory_bytes >= 64 * 1024 * 1024)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker never held 64 MiB");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Not a wait for anything: the interval the CPU rate is measured over.
     tokio::time::sleep(Duration::from_millis(700)).await;
     sampler.sample(&services).await;
     let busy = sampler.latest("busy").expect("sampled");

@@ -142,7 +142,12 @@ impl Testbed {
     /// same port with the same state.
     pub async fn restart_daemon(&self, client: &Client) {
         self.run(&["systemctl", "kill", "--signal=KILL", "selfprivacy-api"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while self.unit_state("selfprivacy-api") == "active" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon did not die of SIGKILL"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = self.exec(&["systemctl", "reset-failed", "selfprivacy-api"]);

@@ -400,8 +400,8 @@ fn changed_return(
                     "Пересборка системы применит это в ближайшее время.",
                 ),
                 Schedule::AfterCurrent => (
-                    "Queued: applied by a rebuild after the one under way.",
-                    "В очереди: применится пересборкой после текущей.",
+                    "Queued: applied by a rebuild after the one under way, and checked again then.",
+                    "В очереди: применится пересборкой после текущей и тогда будет проверено снова.",
                 ),
             };
             let message = say(ctx, &format!("{en} {when_en}"), &format!("{ru} {when_ru}"));

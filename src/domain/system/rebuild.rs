@@ -8,7 +8,7 @@
 use crate::domain::error::{Failure, Outcome};
 use crate::domain::i18n::Text;
 use crate::domain::jobs::{Job, JobRegistry, JobStatus, JobUpdate};
-use crate::os::files::copy_atomically;
+use crate::os::files::{copy_atomically, write_atomically};
 use crate::os::journal;
 use crate::os::systemd::{JobOutcome, SystemdLink, UnitAction};
 use crate::os::userdata::UserdataFile;
@@ -126,6 +126,17 @@ pub struct Accepted {
     pub schedule: Schedule,
 }
 
+/// How a rebuild's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Succeeded,
+    /// Nothing was activated: the running system is what it was.
+    Failed,
+    /// The new generation was activated, with errors (units that failed
+    /// to start, or it was stopped midway): the system runs the new files.
+    ActivatedWithErrors,
+}
+
 enum Phase {
     Idle,
     /// A rebuild job is created and starts at `at` (changes coalesce).
@@ -139,11 +150,19 @@ enum Phase {
 }
 
 /// The files of the declared configuration, each with a copy of what the
-/// running system was built from (restored when a rebuild fails).
+/// running system was built from (restored when a rebuild fails before
+/// activating anything).
 pub struct AppliedConfig {
     pub userdata: Arc<UserdataFile>,
     /// (live file, copy) pairs: userdata.json, flake.nix.
     pub files: Vec<(PathBuf, PathBuf)>,
+    /// The system profile link (`/nix/var/nix/profiles/system`):
+    /// nixos-rebuild points it at the new generation before activating it,
+    /// so a rebuild that changed it has activated its configuration.
+    pub system_profile: PathBuf,
+    /// Where the profile's target from before the latest rebuild is kept:
+    /// it outlives a restart of the daemon in the middle of the rebuild.
+    pub profile_before_run: PathBuf,
 }
 
 impl AppliedConfig {
@@ -169,6 +188,28 @@ impl AppliedConfig {
                 tracing::error!(file = %live.display(), "keeping an applied copy: {e}");
             }
         }
+    }
+
+    /// The generation the system profile points to ("" when there is none).
+    fn profile_target(&self) -> String {
+        std::fs::read_link(&self.system_profile)
+            .map(|target| target.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Notes the profile's target before a rebuild starts.
+    fn note_profile_before_run(&self) {
+        let target = self.profile_target();
+        if let Err(e) = write_atomically(&self.profile_before_run, target.as_bytes(), 0o600) {
+            tracing::error!(file = %self.profile_before_run.display(), "noting the system profile: {e}");
+        }
+    }
+
+    /// Whether the latest rebuild switched the system profile (and so
+    /// activated its configuration); `None` if that cannot be told.
+    fn activated_since_run_started(&self) -> Option<bool> {
+        let before = std::fs::read_to_string(&self.profile_before_run).ok()?;
+        Some(before != self.profile_target())
     }
 
     /// Puts back what the running system was built from; false if a copy
@@ -430,8 +471,8 @@ impl Rebuilds {
         *self.phase() = Phase::Running { pending: None };
         let this = self.clone();
         tokio::spawn(async move {
-            let succeeded = this.follow_resumed(kind, &job).await;
-            this.finished(kind, &job.uid, succeeded);
+            let ending = this.follow_resumed(kind, &job).await;
+            this.finished(kind, &job.uid, ending);
         });
     }
 
@@ -467,7 +508,7 @@ impl Rebuilds {
         }
     }
 
-    async fn follow_resumed(&self, kind: RebuildKind, job: &Job) -> bool {
+    async fn follow_resumed(&self, kind: RebuildKind, job: &Job) -> Ending {
         let unit = self.unit(kind).to_owned();
         self.note(
             &job.uid,
@@ -483,7 +524,7 @@ impl Rebuilds {
                     &job.uid,
                     Text::untranslated(format!("Cannot reach systemd: {e}")),
                 );
-                return false;
+                return Ending::Failed;
             }
         };
         let deadline = tokio::time::Instant::now() + self.run_timeout;
@@ -497,14 +538,10 @@ impl Rebuilds {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                let lines = self.last_lines(systemd, &unit).await;
-                self.fail(
-                    &job.uid,
-                    Text::untranslated(format!(
-                        "System rebuild did not finish in time. Last log lines:\n{lines}"
-                    )),
-                );
-                return false;
+                // As a run that times out: the unit is stopped first.
+                return self
+                    .report(kind, &job.uid, systemd, &unit, Ok(JobOutcome::TimedOut))
+                    .await;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -530,7 +567,7 @@ impl Rebuilds {
                         "Прервано: служба API остановилась до начала пересборки",
                     ),
                 );
-                return false;
+                return Ending::Failed;
             }
         };
         self.report(kind, &job.uid, systemd, &unit, Ok(outcome))
@@ -540,18 +577,20 @@ impl Rebuilds {
     fn spawn_run(self: &Arc<Self>, kind: RebuildKind, uid: String) {
         let this = self.clone();
         tokio::spawn(async move {
-            let succeeded = this.run(kind, &uid).await;
-            this.finished(kind, &uid, succeeded);
+            let ending = this.run(kind, &uid).await;
+            this.finished(kind, &uid, ending);
         });
     }
 
-    /// After a rebuild: keep or restore the applied configuration, then
-    /// start the queued follow-up, if any, with its changes applied.
-    fn finished(self: &Arc<Self>, kind: RebuildKind, uid: &str, succeeded: bool) {
+    /// After a rebuild: keep the configuration the system now runs (the
+    /// new one if it was activated, even with errors) or restore the one it
+    /// was built from, then start the queued follow-up, if any, with its
+    /// changes applied.
+    fn finished(self: &Arc<Self>, kind: RebuildKind, uid: &str, ending: Ending) {
         // Config files are only written under the phase lock.
         let mut phase = self.phase();
         if kind != RebuildKind::Rollback {
-            if succeeded {
+            if ending != Ending::Failed {
                 self.config.save();
             } else if self.config.restore() {
                 self.append_error(
@@ -651,7 +690,7 @@ impl Rebuilds {
         );
     }
 
-    async fn run(&self, kind: RebuildKind, uid: &str) -> bool {
+    async fn run(&self, kind: RebuildKind, uid: &str) -> Ending {
         let unit = self.unit(kind).to_owned();
         self.update(
             uid,
@@ -672,9 +711,10 @@ impl Rebuilds {
                     uid,
                     Text::untranslated(format!("Cannot reach systemd: {e}")),
                 );
-                return false;
+                return Ending::Failed;
             }
         };
+        self.config.note_profile_before_run();
         // Follow the journal from before the start, so no line is missed.
         let mut follower = journal::Follower::start(&unit)
             .map_err(|e| tracing::warn!(unit, "cannot follow the journal: {e}"))
@@ -714,7 +754,8 @@ impl Rebuilds {
     }
 
     /// Ends the job as the unit's run ended: FINISHED, or ERROR with the
-    /// unit's last lines. True if it succeeded.
+    /// unit's last lines, saying whether the new configuration was
+    /// activated (the system profile changed) and which units failed.
     async fn report(
         &self,
         kind: RebuildKind,
@@ -722,8 +763,8 @@ impl Rebuilds {
         systemd: &crate::os::systemd::Systemd,
         unit: &str,
         outcome: Result<JobOutcome, crate::os::systemd::SystemdError>,
-    ) -> bool {
-        match outcome {
+    ) -> Ending {
+        let (mut en, mut ru) = match outcome {
             Ok(JobOutcome::Done) => {
                 self.update(
                     uid,
@@ -734,19 +775,12 @@ impl Rebuilds {
                         ..Default::default()
                     },
                 );
-                true
+                return Ending::Succeeded;
             }
-            Ok(JobOutcome::Failed(result)) => {
-                let lines = self.last_lines(systemd, unit).await;
-                self.fail(
-                    uid,
-                    Text::new(
-                        format!("System rebuild failed ({result}). Last log lines:\n{lines}"),
-                        format!("Пересборка системы не удалась ({result}). Последние строки журнала:\n{lines}"),
-                    ),
-                );
-                false
-            }
+            Ok(JobOutcome::Failed(result)) => (
+                format!("System rebuild failed ({result})."),
+                format!("Пересборка системы не удалась ({result})."),
+            ),
             Ok(JobOutcome::TimedOut) => {
                 // Stop it before the configuration is restored under it: a
                 // late switch must not install what userdata no longer says.
@@ -756,39 +790,66 @@ impl Rebuilds {
                 {
                     tracing::error!(unit, "stopping a rebuild that ran too long: {e}");
                 }
-                let lines = self.last_lines(systemd, unit).await;
-                let minutes = self.run_timeout.as_secs() / 60;
-                self.fail(
-                    uid,
-                    Text::new(
-                        format!("System rebuild did not finish within {minutes} min. Last log lines:\n{lines}"),
-                        format!("Пересборка системы не завершилась за {minutes} мин. Последние строки журнала:\n{lines}"),
-                    ),
-                );
-                false
+                let (en, ru) = duration_text(self.run_timeout);
+                (
+                    format!("System rebuild did not finish within {en} and was stopped."),
+                    format!("Пересборка системы не завершилась за {ru} и была остановлена."),
+                )
             }
             Err(e) => {
                 self.fail(
                     uid,
                     Text::untranslated(format!("Could not start {unit}: {e}")),
                 );
-                false
+                return Ending::Failed;
             }
+        };
+        let lines = self.last_lines(systemd, unit, LOG_LINES_SHOWN).await;
+        let activated = self.config.activated_since_run_started() == Some(true);
+        if activated {
+            en.push_str(" The new configuration was activated and is kept");
+            ru.push_str(" Новая конфигурация применена и сохранена");
+            let failed = failed_units(&self.last_lines(systemd, unit, 200).await);
+            if failed.is_empty() {
+                en.push('.');
+                ru.push('.');
+            } else {
+                let failed = failed.join(", ");
+                en.push_str(&format!("; these units failed to start: {failed}."));
+                ru.push_str(&format!("; эти службы не запустились: {failed}."));
+            }
+        }
+        self.fail(
+            uid,
+            Text::new(
+                format!("{en} Last log lines:\n{lines}"),
+                format!("{ru} Последние строки журнала:\n{lines}"),
+            ),
+        );
+        if activated {
+            Ending::ActivatedWithErrors
+        } else {
+            Ending::Failed
         }
     }
 
     /// The unit's last lines from its latest run. journald may still be
     /// writing the unit's last output, so an empty answer is asked again.
-    async fn last_lines(&self, systemd: &crate::os::systemd::Systemd, unit: &str) -> String {
+    async fn last_lines(
+        &self,
+        systemd: &crate::os::systemd::Systemd,
+        unit: &str,
+        count: usize,
+    ) -> String {
         let invocation = systemd.invocation_id(unit).await;
         for _ in 0..10 {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let lines = journal::last_lines(unit, invocation.as_deref(), 10).await;
+            let lines = journal::last_lines(unit, invocation.as_deref(), count).await;
             if !lines.is_empty() {
                 return lines.join("\n");
             }
         }
-        journal::last_lines(unit, None, 10).await.join("\n")
+        journal::last_lines(unit, None, count).await.join("\n")
     }
 }
 
@@ -828,16 +889,54 @@ impl Progress {
     }
 }
 
+/// How many of the unit's last lines a failed job shows.
+const LOG_LINES_SHOWN: usize = 10;
+
+/// The units switch-to-configuration reports as failed
+/// (`warning: the following units failed: a.service, b.service`).
+fn failed_units(log: &str) -> Vec<String> {
+    const MARKER: &str = "the following units failed:";
+    log.lines()
+        .filter_map(|line| line.split_once(MARKER).map(|(_, units)| units))
+        .flat_map(|units| units.split(',').map(str::trim))
+        .filter(|unit| !unit.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 fn queued_text() -> Text {
     Text::new(
-        "Queued: starts when the rebuild under way has finished",
-        "В очереди: начнётся, когда закончится текущая пересборка",
+        "Queued: starts when the rebuild under way has finished; its changes are checked again then",
+        "В очереди: начнётся, когда закончится текущая пересборка; тогда её изменения будут проверены снова",
     )
+}
+
+/// "5 min" or "90 s" (English, Russian).
+fn duration_text(duration: Duration) -> (String, String) {
+    let seconds = duration.as_secs();
+    if seconds >= 60 && seconds.is_multiple_of(60) {
+        (
+            format!("{} min", seconds / 60),
+            format!("{} мин", seconds / 60),
+        )
+    } else {
+        (format!("{seconds} s"), format!("{seconds} с"))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_units_are_read_from_switch_to_configurations_warning() {
+        let log = "starting the following units: a.service\n\
+                   warning: the following units failed: a.service, b@x.service\n\
+                   × a.service - A\n\
+                   warning: error(s) occurred while switching to the new configuration";
+        assert_eq!(failed_units(log), ["a.service", "b@x.service"]);
+        assert!(failed_units("building the system configuration...").is_empty());
+    }
 
     #[test]
     fn progress_follows_the_phases_and_never_goes_back() {

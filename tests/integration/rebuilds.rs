@@ -1,0 +1,320 @@
+//! The paths of a rebuild, in the testbed with the nixos-rebuild stand-in
+//! (test scaffolding with a system profile and generations): a switch
+//! that activated and then failed, builds that fail or run too long (also
+//! after a restart of the daemon), flake.nix put back byte for byte,
+//! changes queued behind a running rebuild, and the app's
+//! `runSystemRebuild` joining the scheduled rebuild.
+
+use crate::catalogue::{last_rebuild_done, mutate};
+use crate::services::{rebuild, wait_job_done, wait_unit_state};
+use crate::support::*;
+use crate::testbed::{Setup, Testbed, module};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const REBUILD_UNIT: &str = "sp-nixos-rebuild.service";
+const USERDATA: &str = "/etc/nixos/userdata.json";
+const FLAKE: &str = "/etc/nixos/flake.nix";
+const PROFILES: &str = "/nix/var/nix/profiles";
+
+fn setup(config: &'static str) -> Setup<'static> {
+    Setup {
+        modules: vec![
+            (
+                "echo",
+                module("echo", &["echo.service", "echo-b.service"], json!({})),
+            ),
+            ("web", module("web", &["web.service"], json!({}))),
+            ("notes", module("notes", &["notes.service"], json!({}))),
+        ],
+        userdata: json!({
+            "domain": "example.org", "timezone": "Etc/UTC",
+            "modules": {"echo": {"enable": true}, "web": {"enable": true, "subdomain": "www"},
+                        "notes": {"enable": false}}
+        }),
+        volumes: vec![],
+        config,
+    }
+}
+
+/// A flake with the inputs of echo and web only: enabling notes installs it.
+const FLAKE_WITHOUT_NOTES: &str = r#"# written by hand
+{
+  inputs = {
+    selfprivacy-nixos-config.url = "git+https://git.selfprivacy.org/SelfPrivacy/selfprivacy-nixos-config.git?ref=flakes";
+    sp-module-echo.url = "git+https://git.selfprivacy.org/SelfPrivacy/selfprivacy-nixos-config.git?ref=flakes&dir=sp-modules/echo";
+    sp-module-web.url = "git+https://git.selfprivacy.org/SelfPrivacy/selfprivacy-nixos-config.git?ref=flakes&dir=sp-modules/web";
+  };
+  outputs = { self, ... }: { };
+}
+"#;
+
+fn standin_flag(testbed: &Testbed, name: &str, content: &str) {
+    std::fs::write(testbed.path(&format!("/etc/nixos/{name}")), content).unwrap();
+}
+
+/// The generation the system profile points to ("" before the first).
+fn profile(testbed: &Testbed) -> String {
+    std::fs::read_link(testbed.path(&format!("{PROFILES}/system")))
+        .map(|target| target.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn userdata(testbed: &Testbed) -> Value {
+    serde_json::from_slice(&std::fs::read(testbed.path(USERDATA)).unwrap()).unwrap()
+}
+
+async fn set_subdomain(client: &Client, service: &str, subdomain: &str) -> Value {
+    let r = mutate(
+        client,
+        "SetServiceConfiguration",
+        json!({"input": {"serviceId": service, "configuration": {"subdomain": subdomain}}}),
+    )
+    .await;
+    assert_eq!(r["code"], 200, "{r}");
+    r
+}
+
+/// The uid of the rebuild job a change went to (the latest rebuild job).
+async fn latest_rebuild_uid(client: &Client) -> String {
+    let r = client
+        .query("{ jobs { getJobs { uid typeId } } }", json!({}))
+        .await;
+    r["data"]["jobs"]["getJobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|j| j["typeId"] == "system.nixos.rebuild")
+        .expect("a rebuild job")["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_rebuild_that_activated_and_then_failed_keeps_the_new_configuration() {
+    let testbed = Testbed::up(setup("rebuild_debounce_ms = 300\n"));
+    let client = testbed.start_daemon().await;
+    let first = rebuild(&client).await;
+    let job = wait_job_done(&client, first["job"]["uid"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    let generation = profile(&testbed);
+    assert_eq!(generation, "system-1-link");
+
+    // A new setting restarts echo's units; echo-b fails to start.
+    standin_flag(&testbed, ".standin-fail-units", "echo-b.service\n");
+    set_subdomain(&client, "echo", "hello").await;
+    let job = last_rebuild_done(&client).await;
+    assert_eq!(job["status"], "ERROR", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("activated and is kept"), "{error}");
+    assert!(
+        error.contains("failed to start: echo-b.service."),
+        "{error}"
+    );
+    assert!(!error.contains("restored"), "{error}");
+    assert_ne!(profile(&testbed), generation, "a new generation runs");
+    assert_eq!(
+        userdata(&testbed)["modules"]["echo"]["subdomain"],
+        "hello",
+        "the files say what runs"
+    );
+    assert_eq!(testbed.unit_state("echo.service"), "active");
+
+    // The kept files are the applied ones now: a build that fails later
+    // puts them back, not the older ones.
+    std::fs::remove_file(testbed.path("/etc/nixos/.standin-fail-units")).unwrap();
+    standin_flag(&testbed, ".standin-fail-once", "error: broken");
+    set_subdomain(&client, "echo", "again").await;
+    let job = last_rebuild_done(&client).await;
+    assert_eq!(job["status"], "ERROR", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("restored"), "{job}");
+    assert_eq!(userdata(&testbed)["modules"]["echo"]["subdomain"], "hello");
+}
+
+#[tokio::test]
+async fn flake_nix_is_restored_byte_for_byte_after_a_failed_build_that_installed_a_module() {
+    let testbed = Testbed::up(setup("rebuild_debounce_ms = 300\n"));
+    std::fs::write(testbed.path(FLAKE), FLAKE_WITHOUT_NOTES).unwrap();
+    let client = testbed.start_daemon().await;
+    let userdata_before = std::fs::read(testbed.path(USERDATA)).unwrap();
+    // Slow, so the installed input can be seen before the build fails.
+    standin_flag(&testbed, ".standin-delay", "2");
+    standin_flag(
+        &testbed,
+        ".standin-fail",
+        "error: attribute 'notes' missing",
+    );
+    let r = mutate(&client, "EnableService", json!({"serviceId": "notes"})).await;
+    assert_eq!(r["code"], 200, "{r}");
+    let installed = std::fs::read_to_string(testbed.path(FLAKE)).unwrap();
+    assert!(installed.contains("sp-module-notes.url"), "{installed}");
+
+    let job = last_rebuild_done(&client).await;
+    assert_eq!(job["status"], "ERROR", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("attribute 'notes' missing"), "{error}");
+    assert!(error.contains("restored"), "{error}");
+    assert_eq!(
+        std::fs::read_to_string(testbed.path(FLAKE)).unwrap(),
+        FLAKE_WITHOUT_NOTES
+    );
+    assert_eq!(
+        std::fs::read(testbed.path(USERDATA)).unwrap(),
+        userdata_before
+    );
+    assert_eq!(profile(&testbed), "", "nothing was activated");
+}
+
+#[tokio::test]
+async fn a_rebuild_that_runs_too_long_is_stopped_before_the_files_are_restored() {
+    let testbed = Testbed::up(setup(
+        "rebuild_debounce_ms = 300\nrebuild_timeout_secs = 2\n",
+    ));
+    let client = testbed.start_daemon().await;
+    standin_flag(&testbed, ".standin-delay", "60");
+    set_subdomain(&client, "echo", "late").await;
+    let job = last_rebuild_done(&client).await;
+    // Looked at as soon as the job has ended.
+    let unit = testbed.unit_state(REBUILD_UNIT);
+    assert_eq!(job["status"], "ERROR", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("did not finish within 2 s"), "{error}");
+    assert!(error.contains("restored"), "{error}");
+    assert!(
+        unit == "inactive" || unit == "failed",
+        "the rebuild was stopped first: {unit}"
+    );
+    assert!(userdata(&testbed)["modules"]["echo"]["subdomain"].is_null());
+}
+
+#[tokio::test]
+async fn a_resumed_rebuild_that_runs_too_long_is_stopped_before_the_files_are_restored() {
+    let testbed = Testbed::up(setup(
+        "rebuild_debounce_ms = 300\nrebuild_timeout_secs = 2\n",
+    ));
+    let client = testbed.start_daemon().await;
+    standin_flag(&testbed, ".standin-delay", "60");
+    set_subdomain(&client, "echo", "late").await;
+    let uid = latest_rebuild_uid(&client).await;
+    wait_unit_state(&testbed, REBUILD_UNIT, "activating").await;
+    // The daemon dies mid-rebuild and follows it again after its restart.
+    testbed.restart_daemon(&client).await;
+    let job = wait_job_done(&client, &uid).await;
+    let unit = testbed.unit_state(REBUILD_UNIT);
+    assert_eq!(job["status"], "ERROR", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("did not finish within 2 s"), "{error}");
+    assert!(error.contains("restored"), "{error}");
+    assert!(
+        unit == "inactive" || unit == "failed",
+        "the rebuild was stopped first: {unit}"
+    );
+    assert!(userdata(&testbed)["modules"]["echo"]["subdomain"].is_null());
+}
+
+#[tokio::test]
+async fn changes_queued_during_a_rebuild_are_checked_again_when_applied() {
+    let testbed = Testbed::up(setup("rebuild_debounce_ms = 300\n"));
+    let client = testbed.start_daemon().await;
+    // The running rebuild frees "www", then fails and puts it back. Slow,
+    // so the next change surely comes while it runs.
+    standin_flag(&testbed, ".standin-delay", "5");
+    standin_flag(&testbed, ".standin-fail-once", "error: broken");
+    set_subdomain(&client, "web", "blog").await;
+    let running = latest_rebuild_uid(&client).await;
+    wait_unit_state(&testbed, REBUILD_UNIT, "activating").await;
+    // Valid now ("www" is free): queued, and told it is checked again.
+    let queued = set_subdomain(&client, "echo", "www").await;
+    let message = queued["message"].as_str().unwrap();
+    assert!(message.contains("Queued"), "{message}");
+    assert!(message.contains("checked again"), "{message}");
+    let next = latest_rebuild_uid(&client).await;
+    assert_ne!(next, running);
+    let r = client
+        .query(
+            "query($id: String!) { jobs { getJob(jobId: $id) { status statusText } } }",
+            json!({"id": next}),
+        )
+        .await;
+    let waiting = &r["data"]["jobs"]["getJob"];
+    assert_eq!(waiting["status"], "CREATED", "{r}");
+    assert!(
+        waiting["statusText"]
+            .as_str()
+            .unwrap()
+            .contains("checked again"),
+        "{r}"
+    );
+
+    let first = wait_job_done(&client, &running).await;
+    assert_eq!(first["status"], "ERROR", "{first}");
+    // Checked again against the restored file: "www" is web's again.
+    let second = wait_job_done(&client, &next).await;
+    let error = second["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("Some queued changes were not applied"),
+        "{second}"
+    );
+    let modules = &userdata(&testbed)["modules"];
+    assert_eq!(modules["web"]["subdomain"], "www");
+    assert!(modules["echo"]["subdomain"].is_null(), "{modules}");
+}
+
+#[tokio::test]
+async fn run_system_rebuild_joins_the_scheduled_rebuild() {
+    let testbed = Testbed::up(setup("rebuild_debounce_ms = 3000\n"));
+    let client = testbed.start_daemon().await;
+    let changed_at = Instant::now();
+    set_subdomain(&client, "echo", "joined").await;
+    let scheduled = latest_rebuild_uid(&client).await;
+    let asked = rebuild(&client).await;
+    assert_eq!(asked["code"], 200, "{asked}");
+    assert_eq!(asked["job"]["uid"], scheduled.as_str(), "the same job");
+    let job = wait_job_done(&client, &scheduled).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(profile(&testbed), "system-1-link");
+    // When the debounce would have started it, nothing else starts: one
+    // rebuild, one generation (watched for a while past that moment).
+    let watch_until = changed_at + Duration::from_millis(3000 + 2000);
+    while Instant::now() < watch_until {
+        assert!(
+            !testbed.path(&format!("{PROFILES}/system-2-link")).exists(),
+            "a second rebuild ran"
+        );
+        assert_ne!(testbed.unit_state(REBUILD_UNIT), "activating");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = client
+        .query("{ jobs { getJobs { uid typeId } } }", json!({}))
+        .await;
+    let rebuilds = r["data"]["jobs"]["getJobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["typeId"] == "system.nixos.rebuild")
+        .count();
+    assert_eq!(rebuilds, 1);
+}
+
+#[tokio::test]
+async fn a_flake_that_does_not_parse_fails_the_build_and_activates_nothing() {
+    let testbed = Testbed::up(setup("rebuild_debounce_ms = 300\n"));
+    let client = testbed.start_daemon().await;
+    let flake_before = std::fs::read_to_string(testbed.path(FLAKE)).unwrap();
+    // A hand edit gone wrong.
+    std::fs::write(testbed.path(FLAKE), "{\n  inputs = { x.url = ;\n}\n").unwrap();
+    let started = rebuild(&client).await;
+    let job = wait_job_done(&client, started["job"]["uid"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "ERROR", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("syntax error"), "nix's own words: {error}");
+    assert!(error.contains("restored"), "{error}");
+    assert_eq!(profile(&testbed), "", "nothing was activated");
+    assert_eq!(
+        std::fs::read_to_string(testbed.path(FLAKE)).unwrap(),
+        flake_before,
+        "the flake the system was built from"
+    );
+}
