@@ -12,6 +12,8 @@
 
 SP_STAGE_KILL_AFTER=${SP_STAGE_KILL_AFTER:-30}
 sp_stage_pid=
+sp_stage_name=
+sp_stage_t0=
 sp_stage_summary=()
 
 sp_duration() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
@@ -21,6 +23,7 @@ sp_stage() {
   shift 2
   echo
   echo "== $name (time limit $(sp_duration "$limit"))"
+  sp_stage_name=$name sp_stage_t0=$t0
   timeout --kill-after="$SP_STAGE_KILL_AFTER" "$limit" "$@" </dev/null &
   sp_stage_pid=$!
   wait "$sp_stage_pid" || status=$?
@@ -45,6 +48,8 @@ sp_stage_interrupted() {
     kill -TERM "$sp_stage_pid" 2>/dev/null || true
     wait "$sp_stage_pid" 2>/dev/null || true
     sp_stage_pid=
+    sp_stage_summary+=("$(printf '%-24s %s' "$sp_stage_name" \
+      "INTERRUPTED after $(sp_duration $((SECONDS - sp_stage_t0)))")")
   fi
   exit 130
 }
