@@ -1,6 +1,7 @@
 //! A throwaway real-systemd server (scripts/testbed) with the daemon running
 //! inside it as a systemd unit, as on a NixOS server. Torn down on drop,
-//! loop devices included, even when the test fails.
+//! loop devices included, even when the test fails; a teardown that keeps
+//! failing fails the test.
 
 use crate::support::{BIN, Client, free_port};
 use serde_json::Value;
@@ -8,13 +9,27 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 const DAEMON_DIR: &str = "/opt/selfprivacy-api";
+/// `testbed down` is tried this many times, 2 s apart, within the deadline.
+const DOWN_ATTEMPTS: u32 = 5;
+const DOWN_DEADLINE: Duration = Duration::from_secs(90);
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed/testbed")
+}
+
+/// A name no other testbed has: `$SP_TESTBED_PREFIX` (scripts/test sets it
+/// to find what its run left behind), then this process and a counter.
+fn unique_name() -> String {
+    let prefix = std::env::var("SP_TESTBED_PREFIX").unwrap_or_default();
+    format!(
+        "{prefix}it{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub struct Testbed {
@@ -37,11 +52,7 @@ pub struct Setup<'a> {
 
 impl Testbed {
     pub fn up(setup: Setup<'_>) -> Testbed {
-        let name = format!(
-            "it{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = unique_name();
         let inputs = tempfile::tempdir().unwrap();
         let modules = inputs.path().join("sp-modules");
         std::fs::create_dir(&modules).unwrap();
@@ -184,17 +195,40 @@ impl Testbed {
 }
 
 impl Drop for Testbed {
+    /// `testbed down`, retried as `scripts/sandbox down` retries it: under
+    /// load the kernel may release a volume's loop device later than `down`
+    /// waits for, and `down` then fails keeping its records, so it can
+    /// simply run again. A testbed left up fails the test that made it.
     fn drop(&mut self) {
-        let output = Command::new(script())
-            .args(["down", "--name", &self.name])
-            .output();
-        if let Ok(output) = output
-            && !output.status.success()
-        {
-            eprintln!(
-                "testbed down failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+        let deadline = Instant::now() + DOWN_DEADLINE;
+        let mut failures = Vec::new();
+        for attempt in 1..=DOWN_ATTEMPTS {
+            match Command::new(script())
+                .args(["down", "--name", &self.name])
+                .output()
+            {
+                Ok(output) if output.status.success() => return,
+                Ok(output) => failures.push(format!(
+                    "attempt {attempt}: {}: {}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                )),
+                Err(error) => failures.push(format!("attempt {attempt}: {error}")),
+            }
+            if attempt == DOWN_ATTEMPTS || Instant::now() + Duration::from_secs(2) > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        let message = format!(
+            "TESTBED {} NOT TORN DOWN (run: scripts/testbed/testbed down --name {}):\n{}",
+            self.name,
+            self.name,
+            failures.join("\n")
+        );
+        eprintln!("{message}");
+        if !std::thread::panicking() {
+            panic!("{message}");
         }
     }
 }
@@ -236,4 +270,117 @@ pub fn module(id: &str, units: &[&str], extra_meta: Value) -> String {
         }
     })
     .to_string()
+}
+
+/// The processes running `testbed down --name NAME` now.
+fn downs_running(name: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .filter(|cmdline| {
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.windows(3)
+                .any(|w| w == [&b"down"[..], b"--name", name.as_bytes()])
+        })
+        .count()
+}
+
+/// Polls `condition` every 20 ms until it holds or `limit` passes.
+fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    condition()
+}
+
+/// A host process whose working directory is inside a testbed's volume
+/// mount, so unmounting it fails; killed (by its own PID) on drop.
+struct MountHolder(std::process::Child);
+
+impl Drop for MountHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn teardown_is_retried_when_the_first_down_fails() {
+    let testbed = Testbed::up(Setup {
+        modules: vec![],
+        userdata: serde_json::json!({}),
+        volumes: vec!["sdb:16"],
+        config: "",
+    });
+    let name = testbed.name.clone();
+    let state_dir = PathBuf::from(&testbed.env["TESTBED_STATE_DIR"]);
+    let holder = MountHolder(
+        Command::new("sleep")
+            .arg("600")
+            .current_dir(state_dir.join("mnt/sdb"))
+            .spawn()
+            .unwrap(),
+    );
+    // Releases the mount only once a first `down` has run and ended
+    // while the testbed's state was still there, i.e. failed.
+    let watcher = {
+        let (name, state_dir) = (name.clone(), state_dir.clone());
+        std::thread::spawn(move || {
+            let started = wait_for(Duration::from_secs(60), || downs_running(&name) > 0);
+            let ended = started && wait_for(Duration::from_secs(60), || downs_running(&name) == 0);
+            let failed_first = ended && state_dir.exists();
+            drop(holder);
+            failed_first
+        })
+    };
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(testbed)));
+    let failed_first = watcher.join().unwrap();
+    let left = state_dir.exists();
+    if left {
+        let _ = Command::new(script())
+            .args(["down", "--name", &name])
+            .output();
+    }
+    assert!(
+        failed_first,
+        "the first `testbed down` did not fail as set up"
+    );
+    assert!(dropped.is_ok(), "the retried teardown reported a failure");
+    assert!(
+        !left,
+        "the testbed was left behind after its first down failed"
+    );
+}
+
+#[test]
+fn a_teardown_that_keeps_failing_fails_the_test() {
+    // A name `testbed down` refuses at once, every time.
+    let testbed = Testbed {
+        name: "not a valid name".to_owned(),
+        env: HashMap::new(),
+        config: String::new(),
+        _inputs: tempfile::tempdir().unwrap(),
+    };
+    let started = Instant::now();
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(testbed)));
+    let message = dropped
+        .expect_err("dropping a testbed that cannot be torn down did not panic")
+        .downcast::<String>()
+        .map(|m| *m)
+        .unwrap_or_default();
+    assert!(
+        message.contains("NOT TORN DOWN") && message.contains("attempt 5:"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(8),
+        "not retried 2 s apart"
+    );
 }
