@@ -48,6 +48,10 @@ pub struct Config {
     /// The NixOS system profile link: a rebuild that changed it has
     /// activated its new generation (even if it then reported errors).
     pub system_profile: PathBuf,
+    /// Serve GraphiQL on `GET /graphql`. Off by default: its page loads
+    /// scripts from a public CDN (unpinned, without integrity hashes) on
+    /// the origin where the owner types a token.
+    pub graphiql: bool,
 }
 
 impl Default for Config {
@@ -71,6 +75,7 @@ impl Default for Config {
             upgrade_unit: "sp-nixos-upgrade.service".into(),
             rollback_unit: "sp-nixos-rollback.service".into(),
             system_profile: PathBuf::from("/nix/var/nix/profiles/system"),
+            graphiql: false,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! HTTP and websocket transport for the schema: `/graphql` (POST queries,
-//! websocket subscriptions, GraphiQL for a browser) and `/api/version`.
+//! websocket subscriptions, GraphiQL for a browser if configured) and
+//! `/api/version`.
 
 use super::auth::{ClientId, PresentedToken};
 use super::types::api::API_VERSION;
@@ -275,9 +276,18 @@ async fn graphql_get(
             "Unsupported websocket subprotocol: use graphql-transport-ws or graphql-ws",
         )
             .into_response(),
-        _ => Html(GraphiQLSource::build().endpoint("/graphql").finish()).into_response(),
+        _ if shared.app.config.graphiql => {
+            Html(GraphiQLSource::build().endpoint("/graphql").finish()).into_response()
+        }
+        _ => (StatusCode::NOT_FOUND, NO_GRAPHIQL).into_response(),
     }
 }
+
+/// What a browser gets on `GET /graphql` while GraphiQL is off: plain text,
+/// nothing loaded from anywhere.
+const NO_GRAPHIQL: &str = "This is the SelfPrivacy API: send GraphQL queries to this URL with POST, \
+or subscribe over a websocket (graphql-transport-ws). The GraphiQL page is off \
+(graphiql = true in the configuration file turns it on).\n";
 
 async fn websocket(
     shared: Shared,

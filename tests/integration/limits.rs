@@ -1,4 +1,4 @@
-//! Query depth, complexity and body size limits, and GraphiQL.
+//! Query depth, complexity and body size limits, and GraphiQL behind a setting.
 
 use crate::support::*;
 use serde_json::json;
@@ -77,16 +77,118 @@ async fn an_exponential_document_is_refused_in_milliseconds_without_a_token() {
     assert_eq!(r["data"]["api"]["version"], "3.8.3");
 }
 
-#[tokio::test]
-async fn a_browser_gets_graphiql() {
-    let daemon = Daemon::start().await;
-    let page = reqwest::get(&daemon.url).await.unwrap();
-    assert_eq!(page.status(), 200);
-    assert!(
-        page.text()
+/// A daemon started with its own configuration file, killed on drop.
+struct ConfiguredDaemon {
+    child: std::process::Child,
+    client: Client,
+    _dir: tempfile::TempDir,
+}
+
+impl ConfiguredDaemon {
+    async fn start(config: &str) -> ConfiguredDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, config).unwrap();
+        for _attempt in 0..5 {
+            let client = Client::new(free_port(), "");
+            let mut child = std::process::Command::new(BIN)
+                .args([
+                    "serve",
+                    "--listen",
+                    client.base.trim_start_matches("http://"),
+                ])
+                .arg("--state-dir")
+                .arg(dir.path().join("state"))
+                .arg("--config")
+                .arg(&file)
+                .env("SELFPRIVACY_API_DBUS_ADDRESS", NO_BUS)
+                .env(
+                    "SELFPRIVACY_API_USERDATA_FILE",
+                    dir.path().join("userdata.json"),
+                )
+                .env(
+                    "SELFPRIVACY_API_SP_MODULES_DIR",
+                    dir.path().join("sp-modules"),
+                )
+                .env("SELFPRIVACY_API_NIXOS_CONFIG_DIR", dir.path().join("nixos"))
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            if wait_ready_or_exit(&client, &mut child).await {
+                return ConfiguredDaemon {
+                    child,
+                    client,
+                    _dir: dir,
+                };
+            }
+            // Most likely the port was taken meanwhile: try another.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("the daemon did not start");
+    }
+}
+
+/// Whether the daemon answers before the deadline; false as soon as it exits
+/// (its port was taken meanwhile).
+async fn wait_ready_or_exit(client: &Client, child: &mut std::process::Child) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if client
+            .wait_ready(std::time::Duration::from_millis(100))
             .await
+        {
+            return true;
+        }
+    }
+    false
+}
+
+impl Drop for ConfiguredDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GraphiQL's page loads scripts from a public CDN, so it is served only
+/// when the configuration asks for it; otherwise a browser gets a plain
+/// page that loads nothing and says where the API is.
+#[tokio::test]
+async fn a_browser_gets_a_plain_page_unless_graphiql_is_turned_on() {
+    let daemon = Daemon::start().await;
+    let page = reqwest::Client::new()
+        .get(&daemon.url)
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 404);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
             .unwrap()
-            .to_lowercase()
-            .contains("graphiql")
+            .starts_with("text/plain")
+    );
+    let text = page.text().await.unwrap();
+    assert!(
+        text.contains("POST") && text.contains("graphiql = true"),
+        "{text}"
+    );
+    for loaded in ["<script", "<link", "http://", "https://", "//"] {
+        assert!(!text.contains(loaded), "the page loads nothing: {text}");
+    }
+
+    let with_graphiql = ConfiguredDaemon::start("graphiql = true\n").await;
+    let page = reqwest::get(&with_graphiql.client.url).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("GraphiQL") && html.contains("/graphql"),
+        "{html}"
     );
 }
