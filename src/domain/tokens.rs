@@ -191,12 +191,13 @@ impl TokenService {
         }
     }
 
-    /// Replaces the caller's token; the old one stops working at once.
+    /// Replaces the caller's token; the old one stops working at once. The
+    /// device keeps its name and creation date (the app shows that date).
     pub fn refresh(&self, caller: &Caller) -> Outcome<Issued> {
         let secret = random_token();
         let replaced = self
             .store
-            .replace_token(&self.stored_token(&caller.device, &secret))
+            .replace_token(&caller.device, &hash(secret.as_bytes()))
             .map_err(|e| Failure::internal("refreshing a device token", e))?;
         self.reload()?;
         if !replaced {
@@ -270,19 +271,13 @@ impl TokenService {
         )
     }
 
+    /// Deletes the pending new-device key. Idempotent, as in the Python
+    /// API: with no key pending there is nothing to undo, and that succeeds.
     pub fn invalidate_new_device_key(&self) -> Outcome<()> {
-        let deleted = self
-            .store
+        self.store
             .delete_key(KeyKind::NewDevice)
             .map_err(|e| Failure::internal("deleting the new device key", e))?;
-        if deleted {
-            Ok(())
-        } else {
-            Err(Failure::not_found(
-                "No new device key found",
-                "Ключ для нового устройства не найден",
-            ))
-        }
+        Ok(())
     }
 
     pub fn use_new_device_key(&self, words: &str, device_name: &str) -> Outcome<Issued> {

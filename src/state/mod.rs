@@ -9,8 +9,8 @@ pub use tokens::{Hash, KeyKind, KeySpend, StoredKey, StoredToken};
 
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::Connection;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +19,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("state directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error("state directory {dir}: {reason}")]
+    NotOwnDir { dir: PathBuf, reason: String },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
@@ -58,19 +60,28 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
+/// The database file inside the state directory.
+const DB_FILE: &str = "state.db";
+
 impl Store {
-    /// Opens (creating if needed) `state.db` in `dir`, a directory only root
-    /// may read: it holds token hashes.
+    /// Opens (creating if needed) `state.db` in `dir`. A directory it
+    /// creates is made 0700 (it holds token hashes); an existing one keeps
+    /// its mode, and is refused unless it is the daemon's own (see
+    /// [`check_own_dir`]): a mistyped `--state-dir /var/lib` must neither
+    /// be locked down nor filled.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        let path = dir.join("state.db");
-        // Create the file 0600 before SQLite does, so it is never world-readable.
-        std::fs::OpenOptions::new()
+        prepare_dir(dir)?;
+        let path = dir.join(DB_FILE);
+        // Create the file 0600 before SQLite does, so it is never
+        // world-readable (SQLite gives its -wal and -shm files the same mode).
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(&path)?;
+        if file.metadata()?.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
         let conn = Connection::open(&path)?;
         Self::prepare(conn)
     }
@@ -115,11 +126,80 @@ impl Store {
             .pragma_query_value(None, "data_version", |r| r.get(0))?)
     }
 
+    /// Runs a token or key write with `synchronous = FULL`. In WAL mode
+    /// NORMAL may lose the last commits on power loss, and a revoked token
+    /// or spent key must stay so. The connection's lock is held throughout,
+    /// so job updates (frequent, and only progress reports) keep NORMAL.
+    fn durably<T>(
+        &self,
+        write: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn();
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        #[cfg(test)]
+        tests::record_synchronous(&conn);
+        let result = write(&mut conn);
+        // Failing to go back to NORMAL only makes later job writes slower;
+        // the write itself stands.
+        if let Err(e) = conn.pragma_update(None, "synchronous", "NORMAL") {
+            tracing::warn!("restoring synchronous = NORMAL: {e}");
+        }
+        Ok(result?)
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (transactions roll back), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Creates `dir` 0700 if it does not exist; otherwise checks it is the
+/// daemon's own and leaves its mode alone.
+fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        // The umask can only have narrowed 0700; nothing to widen.
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => check_own_dir(dir),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// An existing directory is the daemon's own when it belongs to the
+/// daemon's user, no one else may write to it, and it is empty or already
+/// holds the database: anything else is a mistyped path or someone else's.
+fn check_own_dir(dir: &Path) -> Result<(), StoreError> {
+    let refuse = |reason: String| StoreError::NotOwnDir {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    let meta = std::fs::metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(refuse("not a directory".into()));
+    }
+    let uid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != uid {
+        return Err(refuse(format!(
+            "owned by uid {}, not by this daemon's uid {uid}",
+            meta.uid()
+        )));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(refuse(format!(
+            "mode {mode:04o} lets other users write to it (chmod go-w, or use another directory)"
+        )));
+    }
+    let holds_db = dir.join(DB_FILE).exists();
+    if !holds_db && std::fs::read_dir(dir)?.next().is_some() {
+        return Err(refuse(format!(
+            "it holds other files and no {DB_FILE}: give the daemon a directory of its own"
+        )));
+    }
+    Ok(())
 }
 
 fn to_micros(t: DateTime<Utc>) -> i64 {
@@ -130,4 +210,111 @@ fn from_micros(micros: i64) -> DateTime<Utc> {
     Utc.timestamp_micros(micros)
         .single()
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// `PRAGMA synchronous` as each durable write on this thread began.
+        static SYNCHRONOUS_SEEN: RefCell<Vec<i64>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn record_synchronous(conn: &Connection) {
+        let level: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        SYNCHRONOUS_SEEN.with(|seen| seen.borrow_mut().push(level));
+    }
+
+    fn seen() -> Vec<i64> {
+        SYNCHRONOUS_SEEN.with(|seen| std::mem::take(&mut *seen.borrow_mut()))
+    }
+
+    fn synchronous(store: &Store) -> i64 {
+        store
+            .conn()
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap()
+    }
+
+    const NORMAL: i64 = 1;
+    const FULL: i64 = 2;
+
+    #[test]
+    fn token_and_key_writes_are_committed_with_synchronous_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(synchronous(&store), NORMAL);
+        seen();
+        let now = Utc::now();
+        let token = StoredToken {
+            name: "phone".into(),
+            hash: [1; 32],
+            created_at: now,
+        };
+        let key = StoredKey {
+            hash: [2; 32],
+            created_at: now,
+            expires_at: None,
+            uses_left: Some(2),
+        };
+        store.insert_token(&token).unwrap();
+        assert!(store.replace_token("phone", &[3; 32]).unwrap());
+        assert!(store.delete_token("phone").unwrap());
+        store.put_key(KeyKind::Recovery, &key).unwrap();
+        let other = StoredToken {
+            name: "tablet".into(),
+            hash: [4; 32],
+            created_at: now,
+        };
+        assert!(
+            store
+                .spend_key_for_token(
+                    KeyKind::Recovery,
+                    &key,
+                    KeySpend::SetUsesLeft(Some(1)),
+                    &other
+                )
+                .unwrap()
+        );
+        assert!(store.delete_key(KeyKind::Recovery).unwrap());
+        assert_eq!(seen(), [FULL; 6], "one FULL write per token or key change");
+
+        // Job updates go back to NORMAL.
+        assert_eq!(synchronous(&store), NORMAL);
+        let job = JobRecord {
+            uid: "j".into(),
+            type_id: "t".into(),
+            name: "n".into(),
+            description: "d".into(),
+            status: "RUNNING".into(),
+            status_text: None,
+            progress: None,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            error: None,
+            result: None,
+        };
+        store.upsert_job(&job).unwrap();
+        assert!(seen().is_empty());
+        assert_eq!(synchronous(&store), NORMAL);
+    }
+
+    #[test]
+    fn a_failed_durable_write_still_restores_normal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let token = StoredToken {
+            name: "phone".into(),
+            hash: [1; 32],
+            created_at: Utc::now(),
+        };
+        store.insert_token(&token).unwrap();
+        assert!(store.insert_token(&token).is_err(), "duplicate name");
+        assert_eq!(synchronous(&store), NORMAL);
+    }
 }

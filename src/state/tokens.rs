@@ -69,34 +69,35 @@ impl Store {
     }
 
     pub fn insert_token(&self, token: &StoredToken) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO device_tokens (name, token_hash, created_at) VALUES (?1, ?2, ?3)",
-            params![
-                token.name,
-                token.hash.as_slice(),
-                to_micros(token.created_at)
-            ],
-        )?;
+        self.durably(|conn| {
+            conn.execute(
+                "INSERT INTO device_tokens (name, token_hash, created_at) VALUES (?1, ?2, ?3)",
+                params![
+                    token.name,
+                    token.hash.as_slice(),
+                    to_micros(token.created_at)
+                ],
+            )
+        })?;
         Ok(())
     }
 
-    /// Gives the device a new token; false if the device is gone.
-    pub fn replace_token(&self, token: &StoredToken) -> Result<bool, StoreError> {
-        let changed = self.conn().execute(
-            "UPDATE device_tokens SET token_hash = ?2, created_at = ?3 WHERE name = ?1",
-            params![
-                token.name,
-                token.hash.as_slice(),
-                to_micros(token.created_at)
-            ],
-        )?;
+    /// Gives the device a new token, keeping its name and creation date;
+    /// false if the device is gone.
+    pub fn replace_token(&self, name: &str, hash: &Hash) -> Result<bool, StoreError> {
+        let changed = self.durably(|conn| {
+            conn.execute(
+                "UPDATE device_tokens SET token_hash = ?2 WHERE name = ?1",
+                params![name, hash.as_slice()],
+            )
+        })?;
         Ok(changed == 1)
     }
 
     pub fn delete_token(&self, name: &str) -> Result<bool, StoreError> {
-        let changed = self
-            .conn()
-            .execute("DELETE FROM device_tokens WHERE name = ?1", params![name])?;
+        let changed = self.durably(|conn| {
+            conn.execute("DELETE FROM device_tokens WHERE name = ?1", params![name])
+        })?;
         Ok(changed == 1)
     }
 
@@ -120,25 +121,29 @@ impl Store {
     }
 
     pub fn put_key(&self, kind: KeyKind, key: &StoredKey) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT OR REPLACE INTO api_keys (kind, key_hash, created_at, expires_at, uses_left)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                kind.as_str(),
-                key.hash.as_slice(),
-                to_micros(key.created_at),
-                key.expires_at.map(to_micros),
-                key.uses_left
-            ],
-        )?;
+        self.durably(|conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO api_keys (kind, key_hash, created_at, expires_at, uses_left)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    kind.as_str(),
+                    key.hash.as_slice(),
+                    to_micros(key.created_at),
+                    key.expires_at.map(to_micros),
+                    key.uses_left
+                ],
+            )
+        })?;
         Ok(())
     }
 
     pub fn delete_key(&self, kind: KeyKind) -> Result<bool, StoreError> {
-        let changed = self.conn().execute(
-            "DELETE FROM api_keys WHERE kind = ?1",
-            params![kind.as_str()],
-        )?;
+        let changed = self.durably(|conn| {
+            conn.execute(
+                "DELETE FROM api_keys WHERE kind = ?1",
+                params![kind.as_str()],
+            )
+        })?;
         Ok(changed == 1)
     }
 
@@ -153,36 +158,37 @@ impl Store {
         spend: KeySpend,
         token: &StoredToken,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let changed = match spend {
-            KeySpend::Delete => tx.execute(
-                "DELETE FROM api_keys WHERE kind = ?1 AND key_hash = ?2 AND uses_left IS ?3",
-                params![kind.as_str(), expected.hash.as_slice(), expected.uses_left],
-            )?,
-            KeySpend::SetUsesLeft(uses_left) => tx.execute(
-                "UPDATE api_keys SET uses_left = ?4
-                 WHERE kind = ?1 AND key_hash = ?2 AND uses_left IS ?3",
+        self.durably(|conn| {
+            let tx = conn.transaction()?;
+            let changed = match spend {
+                KeySpend::Delete => tx.execute(
+                    "DELETE FROM api_keys WHERE kind = ?1 AND key_hash = ?2 AND uses_left IS ?3",
+                    params![kind.as_str(), expected.hash.as_slice(), expected.uses_left],
+                )?,
+                KeySpend::SetUsesLeft(uses_left) => tx.execute(
+                    "UPDATE api_keys SET uses_left = ?4
+                     WHERE kind = ?1 AND key_hash = ?2 AND uses_left IS ?3",
+                    params![
+                        kind.as_str(),
+                        expected.hash.as_slice(),
+                        expected.uses_left,
+                        uses_left
+                    ],
+                )?,
+            };
+            if changed != 1 {
+                return Ok(false); // dropping the transaction rolls it back
+            }
+            tx.execute(
+                "INSERT INTO device_tokens (name, token_hash, created_at) VALUES (?1, ?2, ?3)",
                 params![
-                    kind.as_str(),
-                    expected.hash.as_slice(),
-                    expected.uses_left,
-                    uses_left
+                    token.name,
+                    token.hash.as_slice(),
+                    to_micros(token.created_at)
                 ],
-            )?,
-        };
-        if changed != 1 {
-            return Ok(false); // dropping the transaction rolls it back
-        }
-        tx.execute(
-            "INSERT INTO device_tokens (name, token_hash, created_at) VALUES (?1, ?2, ?3)",
-            params![
-                token.name,
-                token.hash.as_slice(),
-                to_micros(token.created_at)
-            ],
-        )?;
-        tx.commit()?;
-        Ok(true)
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
     }
 }

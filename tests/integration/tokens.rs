@@ -136,11 +136,119 @@ async fn new_device_key_expires_after_ten_minutes_and_can_be_invalidated() {
     let invalidate = "mutation { api { invalidateNewDeviceApiKey { success message code } } }";
     let r = daemon.query(invalidate, json!({})).await;
     assert_eq!(r["data"]["api"]["invalidateNewDeviceApiKey"]["code"], 200);
-    let r = daemon.query(invalidate, json!({})).await;
-    assert_eq!(r["data"]["api"]["invalidateNewDeviceApiKey"]["code"], 404);
     assert_eq!(authorize(&daemon, &key3, "a").await["code"], 404);
     // Garbage is refused the same way as a wrong key.
     assert_eq!(authorize(&daemon, "not a mnemonic", "a").await["code"], 404);
+}
+
+#[tokio::test]
+async fn new_device_key_still_works_just_before_its_ten_minutes_are_up() {
+    let daemon = Daemon::start().await;
+    let key = new_device_key(&daemon).await;
+    // 9 min 59 s on the daemon's clock (the real time this test takes
+    // stays well under the remaining second).
+    daemon.hook("advance-clock 599");
+    let granted = authorize(&daemon, &key, "late phone").await;
+    assert_eq!(granted["code"], 200, "{granted}");
+    let token = granted["token"].as_str().unwrap();
+    assert!(
+        devices(&daemon, token)
+            .await
+            .iter()
+            .any(|d| d["name"] == "late_phone" && d["isCaller"] == true)
+    );
+}
+
+/// As the Python API: invalidating when no key is pending succeeds, and
+/// doing it twice is the same as once.
+#[tokio::test]
+async fn invalidating_the_new_device_key_is_idempotent() {
+    let daemon = Daemon::start().await;
+    let invalidate = "mutation { api { invalidateNewDeviceApiKey { success message code } } }";
+    let flat = "mutation { invalidateNewDeviceApiKey { success message code } }";
+    let r = daemon.query(invalidate, json!({})).await;
+    assert_eq!(
+        r["data"]["api"]["invalidateNewDeviceApiKey"],
+        json!({"success": true, "message": "New device key deleted", "code": 200}),
+        "no key was ever made: {r}"
+    );
+    let key = new_device_key(&daemon).await;
+    for _ in 0..2 {
+        let r = daemon.query(invalidate, json!({})).await;
+        assert_eq!(
+            r["data"]["api"]["invalidateNewDeviceApiKey"]["code"], 200,
+            "{r}"
+        );
+        assert_eq!(
+            r["data"]["api"]["invalidateNewDeviceApiKey"]["success"],
+            true
+        );
+    }
+    let r = daemon.query(flat, json!({})).await;
+    assert_eq!(r["data"]["invalidateNewDeviceApiKey"]["code"], 200, "{r}");
+    assert_eq!(
+        authorize(&daemon, &key, "a").await["code"],
+        404,
+        "still invalidated"
+    );
+}
+
+/// The app shows each device's creation date: a refresh changes the token,
+/// not the device.
+#[tokio::test]
+async fn refreshing_a_token_keeps_the_device_name_and_creation_date() {
+    let daemon = Daemon::start().await;
+    let key = new_device_key(&daemon).await;
+    let old_token = authorize(&daemon, &key, "phone").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = devices(&daemon, &old_token).await;
+    let created = before.iter().find(|d| d["name"] == "phone").unwrap()["creationDate"].clone();
+    assert!(created.is_string(), "{before:?}");
+
+    // An hour later on the daemon's clock, so a new date would show.
+    daemon.hook("advance-clock 3600");
+    let refreshed = daemon
+        .query_as(
+            Some(&format!("Bearer {old_token}")),
+            "mutation { api { refreshDeviceApiToken { success code token } } }",
+            json!({}),
+        )
+        .await;
+    let refreshed = &refreshed["data"]["api"]["refreshDeviceApiToken"];
+    assert_eq!(refreshed["code"], 200, "{refreshed}");
+    let new_token = refreshed["token"].as_str().unwrap().to_owned();
+
+    let after = devices(&daemon, &new_token).await;
+    assert_eq!(after.len(), before.len());
+    let phone = after.iter().find(|d| d["name"] == "phone").unwrap();
+    assert_eq!(phone["creationDate"], created, "{after:?}");
+    assert_eq!(phone["isCaller"], true);
+    let old = daemon
+        .query_as(Some(&format!("Bearer {old_token}")), DEVICES, json!({}))
+        .await;
+    assert_eq!(
+        error_code(&old).as_deref(),
+        Some("UNAUTHENTICATED"),
+        "{old}"
+    );
+
+    // The same through the deprecated flat mutation.
+    let again = daemon
+        .query_as(
+            Some(&format!("Bearer {new_token}")),
+            "mutation { refreshDeviceApiToken { code token } }",
+            json!({}),
+        )
+        .await;
+    let newest = again["data"]["refreshDeviceApiToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let phone = devices(&daemon, &newest).await;
+    let phone = phone.iter().find(|d| d["name"] == "phone").unwrap();
+    assert_eq!(phone["creationDate"], created);
 }
 
 const STATUS: &str =
@@ -357,4 +465,68 @@ async fn token_command_creates_imports_and_the_running_daemon_accepts_them() {
         Some("AnotherTokenThatIsLongEnough_0123456789"),
     );
     assert!(!ok && err.contains("already"), "{err}");
+}
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions())
+        & 0o7777
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+}
+
+/// The state directory: one the daemon makes is 0700; an existing one keeps
+/// its mode, and is used only if it is the daemon's own.
+#[test]
+fn the_state_directory_keeps_its_mode_and_someone_elses_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+
+    // An existing empty 0755 directory stays 0755; the database is 0600.
+    let given = root.path().join("given");
+    std::fs::create_dir(&given).unwrap();
+    set_mode(&given, 0o755);
+    let (ok, _, err) = cli(&given, &["token", "list"], None);
+    assert!(ok, "{err}");
+    assert_eq!(mode_of(&given), 0o755);
+    assert_eq!(mode_of(&given.join("state.db")), 0o600);
+    // And again, now that it holds the database.
+    let (ok, _, err) = cli(&given, &["token", "new", "--device", "a"], None);
+    assert!(ok, "{err}");
+    assert_eq!(mode_of(&given), 0o755);
+
+    // One the daemon creates is private.
+    let made = root.path().join("made/state");
+    let (ok, _, err) = cli(&made, &["token", "list"], None);
+    assert!(ok, "{err}");
+    assert_eq!(mode_of(&made), 0o700);
+    assert_eq!(mode_of(&made.join("state.db")), 0o600);
+
+    // A mistyped shared directory (`--state-dir /var/lib`): other files and
+    // no database. Refused, untouched.
+    let shared = root.path().join("shared");
+    std::fs::create_dir_all(shared.join("postgresql")).unwrap();
+    set_mode(&shared, 0o755);
+    let (ok, _, err) = cli(&shared, &["token", "list"], None);
+    assert!(!ok && err.contains("directory of its own"), "{err}");
+    assert_eq!(mode_of(&shared), 0o755);
+    assert!(!shared.join("state.db").exists());
+
+    // Someone else's, or one others may write to: refused, untouched.
+    let foreign = root.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    set_mode(&foreign, 0o755);
+    std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+    let (ok, _, err) = cli(&foreign, &["token", "list"], None);
+    assert!(!ok && err.contains("owned by uid 65534"), "{err}");
+    assert_eq!(mode_of(&foreign), 0o755);
+    assert!(!foreign.join("state.db").exists());
+
+    let open = root.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    set_mode(&open, 0o777);
+    let (ok, _, err) = cli(&open, &["token", "list"], None);
+    assert!(!ok && err.contains("0777"), "{err}");
+    assert_eq!(mode_of(&open), 0o777);
+    assert!(!open.join("state.db").exists());
 }
