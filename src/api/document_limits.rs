@@ -8,11 +8,13 @@
 //! (memoised), and refused past small limits. This runs for every
 //! operation, on HTTP and on websockets, with or without a token.
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
+};
 use async_graphql::parser::types::{
     ExecutableDocument, Field, Selection, SelectionSet, VariableDefinition,
 };
-use async_graphql::{ErrorExtensionValues, Positioned, ServerError, ServerResult, Variables};
+use async_graphql::{ErrorExtensionValues, Positioned, Request, ServerError, ServerResult};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -36,22 +38,23 @@ impl ExtensionFactory for DocumentLimits {
 
 #[async_trait::async_trait]
 impl Extension for DocumentLimits {
-    async fn parse_query(
+    /// Before async-graphql's own checks: its recursion-depth check already
+    /// walks fragment spreads without memoising, right after parsing. The
+    /// document parsed here is the one async-graphql then uses.
+    async fn prepare_request(
         &self,
         ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        check(&document).map_err(|refusal| {
+        mut request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        check(request.parsed_query()?).map_err(|refusal| {
             let mut error = ServerError::new(refusal, None);
             let mut extensions = ErrorExtensionValues::default();
             extensions.set("code", "DOCUMENT_TOO_LARGE");
             error.extensions = Some(extensions);
             error
         })?;
-        Ok(document)
+        next.run(ctx, request).await
     }
 }
 

@@ -191,7 +191,21 @@ pub async fn serve<E, OnInit, OnInitFut>(
 
     let reader_guard = guard.clone();
     let reader = tokio::spawn(async move {
-        while let Some(Ok(message)) = source.next().await {
+        while let Some(message) = source.next().await {
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    // tungstenite refuses a message over the size limit.
+                    let too_big = error.to_string().to_lowercase().contains("too long");
+                    let close = if too_big {
+                        Close(1009, "Message too big".into())
+                    } else {
+                        Close(1002, "Protocol error".into())
+                    };
+                    let _ = control_tx.send(Verdict::Close(close)).await;
+                    break;
+                }
+            };
             let text = match message {
                 Message::Text(text) => text.to_string(),
                 Message::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
@@ -233,6 +247,19 @@ pub async fn serve<E, OnInit, OnInitFut>(
     let close = loop {
         let initialised = guard.lock().expect("guard lock").initialised;
         tokio::select! {
+            // The reader's verdicts first: a close it asks for must win over
+            // the end of async-graphql's stream that follows it.
+            biased;
+            control = control_rx.recv(), if reader_running => match control {
+                Some(Verdict::Reply(text)) => {
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        break None;
+                    }
+                }
+                Some(Verdict::Close(close)) => break Some(close),
+                Some(Verdict::Forward) => {}
+                None => reader_running = false,
+            },
             outgoing = operations.next() => match outgoing {
                 Some(WsMessage::Text(text)) => {
                     guard.lock().expect("guard lock").observe_outgoing(&text);
@@ -244,16 +271,6 @@ pub async fn serve<E, OnInit, OnInitFut>(
                     break Some(guard.lock().expect("guard lock").translate_close(code, reason));
                 }
                 None => break None,
-            },
-            control = control_rx.recv(), if reader_running => match control {
-                Some(Verdict::Reply(text)) => {
-                    if sink.send(Message::Text(text.into())).await.is_err() {
-                        break None;
-                    }
-                }
-                Some(Verdict::Close(close)) => break Some(close),
-                Some(Verdict::Forward) => {}
-                None => reader_running = false,
             },
             () = &mut init_deadline, if !initialised => {
                 break Some(Close(4408, "Connection initialisation timeout".into()));

@@ -382,3 +382,57 @@ async fn repeated_failures_from_one_client_are_slowed_down() {
     assert_eq!(r["data"]["api"]["version"], "3.8.3");
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
+
+/// Parallel guesses from one client queue in its throttle slots; once the
+/// queue reaches its budget, further guesses (keys or tokens) are refused at
+/// once without being checked, so pending answers stay bounded.
+#[tokio::test]
+async fn guesses_past_the_throttle_budget_are_refused_at_once() {
+    let daemon = Daemon::start().await;
+    let wrong_key = "mutation { api { useRecoveryApiKey(input: {key: \"abandon abandon\", deviceName: \"x\"}) { code } } }";
+    for _ in 0..7 {
+        daemon.query_as(None, wrong_key, json!({})).await;
+    }
+    let started = Instant::now();
+    // Even: a wrong key (answered in GraphQL, code 429 when refused); odd: a
+    // wrong token (HTTP 429 when refused).
+    let guesses: Vec<_> = (0..40)
+        .map(|i| {
+            let url = daemon.url.clone();
+            tokio::spawn(async move {
+                let mut request = reqwest::Client::new().post(&url);
+                let query = if i % 2 == 0 {
+                    wrong_key
+                } else {
+                    request = request.header("Authorization", "Bearer guess");
+                    "{ api { version } }"
+                };
+                let response = request
+                    .json(&json!({ "query": query }))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap();
+                let code = body["data"]["api"]["useRecoveryApiKey"]["code"].as_i64();
+                let refused = status == 429 || code == Some(429);
+                (refused, Instant::now())
+            })
+        })
+        .collect();
+    let mut refused_at_once = 0;
+    let mut latest = started;
+    for guess in guesses {
+        let (refused, at) = guess.await.unwrap();
+        if refused && at.duration_since(started) < Duration::from_secs(2) {
+            refused_at_once += 1;
+        }
+        latest = latest.max(at);
+    }
+    assert!(
+        refused_at_once >= 30,
+        "only {refused_at_once} refused at once"
+    );
+    // No answer waited past the queue's budget (8 s), with slack.
+    assert!(latest.duration_since(started) < Duration::from_secs(12));
+}

@@ -199,14 +199,8 @@ async fn a_wrong_token_in_connection_init_closes_the_connection() {
         json!({"type": "connection_init", "payload": {"Authorization": "Bearer wrong"}}),
     )
     .await;
-    let answer = receive(&mut socket).await;
-    assert!(
-        answer.is_none()
-            || answer
-                .as_ref()
-                .is_some_and(|a| a["type"] != "connection_ack"),
-        "{answer:?}"
-    );
+    // Refused with 4403 Forbidden, never acknowledged.
+    assert_eq!(close_code(&mut socket).await, Some(4403));
 
     let request = upgrade_request(&daemon, "graphql-ws", Some("Bearer wrong"));
     assert!(
@@ -270,8 +264,193 @@ async fn an_oversized_websocket_message_closes_the_connection() {
                 .into(),
         ))
         .await;
+    // Closed (1009, message too big), not acknowledged.
+    assert_eq!(close_code(&mut socket).await, Some(1009));
     assert!(
-        receive(&mut socket).await.is_none(),
-        "closed instead of acknowledged"
+        socket.send(Message::Text("{}".into())).await.is_err() || socket.next().await.is_none()
+    );
+}
+
+/// Reads until the server closes the socket; the close code, if it sent
+/// one. Panics if the socket stays open for 10 s.
+async fn close_code(socket: &mut Socket) -> Option<u16> {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("the server did not close the socket within 10 s");
+        match message {
+            Some(Ok(Message::Close(frame))) => {
+                eprintln!("close frame {frame:?}");
+                return frame.map(|f| u16::from(f.code));
+            }
+            Some(Ok(m)) => {
+                eprintln!("got {m:?}");
+                continue;
+            }
+            Some(Err(e)) => {
+                eprintln!("socket error: {e}");
+                return None;
+            }
+            None => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn graphql_transport_ws_closes_with_the_protocols_codes() {
+    let daemon = Daemon::start().await;
+    let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": JOB_UPDATES}});
+
+    // subscribe before connection_init: 4401 Unauthorized.
+    let mut socket = connect(&daemon, "graphql-transport-ws", None).await;
+    send(&mut socket, subscribe.clone()).await;
+    assert_eq!(close_code(&mut socket).await, Some(4401));
+
+    // Not a message of the protocol: 4400.
+    let mut socket = connect(&daemon, "graphql-transport-ws", None).await;
+    socket.send(Message::Text("not json".into())).await.unwrap();
+    assert_eq!(close_code(&mut socket).await, Some(4400));
+
+    // A second connection_init: 4429.
+    let mut socket = connect(&daemon, "graphql-transport-ws", None).await;
+    let token = json!({"Authorization": format!("Bearer {}", daemon.token)});
+    acknowledged_init(&mut socket, token.clone()).await;
+    send(
+        &mut socket,
+        json!({"type": "connection_init", "payload": token}),
+    )
+    .await;
+    assert_eq!(close_code(&mut socket).await, Some(4429));
+
+    // An id already running: 4409.
+    let mut socket = connect(&daemon, "graphql-transport-ws", None).await;
+    acknowledged_init(&mut socket, token.clone()).await;
+    send(&mut socket, subscribe.clone()).await;
+    assert_eq!(receive(&mut socket).await.unwrap()["type"], "next");
+    send(&mut socket, subscribe.clone()).await;
+    assert_eq!(close_code(&mut socket).await, Some(4409));
+}
+
+#[tokio::test]
+async fn an_exponential_document_over_a_websocket_is_refused_at_once() {
+    let daemon = Daemon::start().await;
+    let mut socket = connect(&daemon, "graphql-transport-ws", None).await;
+    acknowledged_init(&mut socket, json!({})).await;
+    let document = crate::limits::exponential_document(20);
+    let started = std::time::Instant::now();
+    send(
+        &mut socket,
+        json!({"id": "1", "type": "subscribe", "payload": {"query": document}}),
+    )
+    .await;
+    let answer = receive(&mut socket).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        answer.to_string().contains("DOCUMENT_TOO_LARGE"),
+        "{answer}"
+    );
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// One socket, a thousand wrong recovery keys sent at once: every one is
+/// answered promptly (queued guesses are bounded, the rest refused at once)
+/// and the daemon's memory stays flat.
+#[tokio::test]
+async fn a_thousand_wrong_keys_on_one_websocket_are_answered_promptly() {
+    let daemon = Daemon::start().await;
+    let pid = daemon.child.as_ref().unwrap().id();
+    let mut socket = connect(&daemon, "graphql-transport-ws", None).await;
+    acknowledged_init(&mut socket, json!({})).await;
+    let guess = "mutation { api { useRecoveryApiKey(input: {key: \"abandon abandon abandon\", deviceName: \"x\"}) { code } } }";
+    // Warm up the allocator with a few answers before measuring.
+    for id in 0..5 {
+        send(
+            &mut socket,
+            json!({"id": format!("w{id}"), "type": "subscribe", "payload": {"query": guess}}),
+        )
+        .await;
+        receive(&mut socket).await.unwrap();
+        receive(&mut socket).await.unwrap();
+    }
+    let before = resident_kib(pid);
+    let started = std::time::Instant::now();
+    for id in 0..1000 {
+        send(
+            &mut socket,
+            json!({"id": id.to_string(), "type": "subscribe", "payload": {"query": guess}}),
+        )
+        .await;
+    }
+    let (mut answered, mut too_many_operations, mut too_many_attempts) = (0, 0, 0);
+    let mut ended = std::collections::HashSet::new();
+    let mut longest_gap = Duration::ZERO;
+    let mut last = std::time::Instant::now();
+    while ended.len() < 1000 {
+        let message = receive(&mut socket).await.expect("socket closed");
+        longest_gap = longest_gap.max(last.elapsed());
+        last = std::time::Instant::now();
+        let id = message["id"].as_str().unwrap().to_owned();
+        match message["type"].as_str().unwrap() {
+            "next" => {
+                answered += 1;
+                let code = &message["payload"]["data"]["api"]["useRecoveryApiKey"]["code"];
+                too_many_attempts += usize::from(code == 429);
+                assert!(code == 404 || code == 429, "{message}");
+            }
+            "error" => {
+                assert!(
+                    message.to_string().contains("TOO_MANY_OPERATIONS"),
+                    "{message}"
+                );
+                too_many_operations += 1;
+                ended.insert(id);
+            }
+            "complete" => {
+                ended.insert(id);
+            }
+            other => panic!("unexpected {other}: {message}"),
+        }
+    }
+    let took = started.elapsed();
+    let after = resident_kib(pid);
+    assert_eq!(answered + too_many_operations, 1000);
+    // Sent at once: only the operations in flight ran (and queued in the
+    // throttle, within its budget); the rest were refused at once.
+    assert!(too_many_operations > 900, "{too_many_operations} refused");
+    eprintln!(
+        "{answered} answered ({too_many_attempts} refused by the throttle), {too_many_operations} refused, in {took:?}; longest wait {longest_gap:?}; RSS {before} -> {after} KiB"
+    );
+    // The queue of throttled guesses is bounded by 8 s; slack for two loaded
+    // cores.
+    assert!(
+        longest_gap < Duration::from_secs(12),
+        "an answer waited {longest_gap:?}"
+    );
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert!(
+        after < before + 8 * 1024,
+        "memory grew from {before} KiB to {after} KiB"
+    );
+    // The socket still works.
+    send(
+        &mut socket,
+        json!({"id": "v", "type": "subscribe", "payload": {"query": "{ api { version } }"}}),
+    )
+    .await;
+    assert_eq!(
+        receive(&mut socket).await.unwrap()["payload"]["data"]["api"]["version"],
+        "3.8.3"
     );
 }
