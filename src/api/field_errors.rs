@@ -167,13 +167,15 @@ impl<'a> Walker<'a> {
                     let fields = self.fields_with_key(&parent_type, &selections, key);
                     let (field_type_name, field_name, pos) =
                         fields.first().map(|f| (f.0.clone(), f.1.clone(), f.2))?;
-                    let ty = self
-                        .registry
-                        .types
-                        .get(&field_type_name)?
-                        .field_by_name(&field_name)
-                        .and_then(|f| Type::new(&f.ty))
-                        .or_else(|| introspection_field_type(&field_name))?;
+                    let ty = match introspection_field_type(&field_name) {
+                        Some(ty) => ty,
+                        None => self
+                            .registry
+                            .types
+                            .get(&field_type_name)?
+                            .field_by_name(&field_name)
+                            .and_then(|f| Type::new(&f.ty))?,
+                    };
                     steps.push(Step {
                         nullable: ty.nullable,
                         field_pos: Some(pos),
@@ -279,7 +281,8 @@ impl<'a> Walker<'a> {
     }
 }
 
-/// `__schema` and `__type` are not in the registry's root types.
+/// The introspection fields as the specification types them (async-graphql's
+/// registry has `__schema` nullable).
 fn introspection_field_type(field: &str) -> Option<Type> {
     match field {
         "__schema" => Type::new("__Schema!"),

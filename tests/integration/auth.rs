@@ -229,6 +229,8 @@ async fn every_field_but_the_public_ones_needs_a_token() {
         .query_as(None, "{ __schema { types { name } } }", json!({}))
         .await;
     assert!(anonymous["errors"].is_array(), "{anonymous}");
+    assert!(anonymous["data"].is_null(), "no schema data: {anonymous}");
+    assert!(!anonymous.to_string().contains("\"types\""), "{anonymous}");
     let wrong = daemon
         .query_as(
             Some("Bearer wrong-token"),
@@ -237,6 +239,10 @@ async fn every_field_but_the_public_ones_needs_a_token() {
         )
         .await;
     assert!(wrong["errors"].is_array(), "{wrong}");
+    assert!(
+        wrong["data"].is_null() || wrong["data"]["__type"].is_null(),
+        "no type data: {wrong}"
+    );
 }
 
 /// With a token and systemd out of reach (the test daemon's bus does not

@@ -78,83 +78,6 @@ async fn an_exponential_document_is_refused_in_milliseconds_without_a_token() {
 }
 
 /// A daemon started with its own configuration file, killed on drop.
-struct ConfiguredDaemon {
-    child: std::process::Child,
-    client: Client,
-    _dir: tempfile::TempDir,
-}
-
-impl ConfiguredDaemon {
-    async fn start(config: &str) -> ConfiguredDaemon {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("config.toml");
-        std::fs::write(&file, config).unwrap();
-        for _attempt in 0..5 {
-            let client = Client::new(free_port(), "");
-            let mut child = std::process::Command::new(BIN)
-                .args([
-                    "serve",
-                    "--listen",
-                    client.base.trim_start_matches("http://"),
-                ])
-                .arg("--state-dir")
-                .arg(dir.path().join("state"))
-                .arg("--config")
-                .arg(&file)
-                .env("SELFPRIVACY_API_DBUS_ADDRESS", NO_BUS)
-                .env(
-                    "SELFPRIVACY_API_USERDATA_FILE",
-                    dir.path().join("userdata.json"),
-                )
-                .env(
-                    "SELFPRIVACY_API_SP_MODULES_DIR",
-                    dir.path().join("sp-modules"),
-                )
-                .env("SELFPRIVACY_API_NIXOS_CONFIG_DIR", dir.path().join("nixos"))
-                .env("RUST_LOG", "warn")
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .unwrap();
-            if wait_ready_or_exit(&client, &mut child).await {
-                return ConfiguredDaemon {
-                    child,
-                    client,
-                    _dir: dir,
-                };
-            }
-            // Most likely the port was taken meanwhile: try another.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("the daemon did not start");
-    }
-}
-
-/// Whether the daemon answers before the deadline; false as soon as it exits
-/// (its port was taken meanwhile).
-async fn wait_ready_or_exit(client: &Client, child: &mut std::process::Child) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::time::Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        if client
-            .wait_ready(std::time::Duration::from_millis(100))
-            .await
-        {
-            return true;
-        }
-    }
-    false
-}
-
-impl Drop for ConfiguredDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// GraphiQL's page loads scripts from a public CDN, so it is served only
 /// when the configuration asks for it; otherwise a browser gets a plain
 /// page that loads nothing and says where the API is.
@@ -183,7 +106,7 @@ async fn a_browser_gets_a_plain_page_unless_graphiql_is_turned_on() {
         assert!(!text.contains(loaded), "the page loads nothing: {text}");
     }
 
-    let with_graphiql = ConfiguredDaemon::start("graphiql = true\n").await;
+    let with_graphiql = Daemon::start_with_config("graphiql = true\n").await;
     let page = reqwest::get(&with_graphiql.client.url).await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
@@ -191,4 +114,40 @@ async fn a_browser_gets_a_plain_page_unless_graphiql_is_turned_on() {
         html.contains("GraphiQL") && html.contains("/graphql"),
         "{html}"
     );
+}
+
+/// Every HTTP request runs under `request_timeout_secs`: here 1 s, and a
+/// request held longer (a key guess waiting for its throttle slot) is
+/// answered with a TIMEOUT error when the second is up.
+#[tokio::test]
+async fn a_request_that_runs_out_of_time_is_answered_with_an_error() {
+    let daemon = Daemon::start_with_config("request_timeout_secs = 1\n").await;
+    let wrong_key = "mutation { api { useRecoveryApiKey(input: {key: \"abandon abandon\", deviceName: \"x\"}) { code } } }";
+    // Free failures, then each guess waits for a slot further away.
+    for _ in 0..7 {
+        daemon.query_as(None, wrong_key, json!({})).await;
+    }
+    let guesses: Vec<_> = (0..4)
+        .map(|_| {
+            let client = daemon.client.clone();
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let r = client.query_as(None, wrong_key, json!({})).await;
+                (r, started.elapsed())
+            })
+        })
+        .collect();
+    let mut timed_out = 0;
+    for guess in guesses {
+        let (r, took) = guess.await.unwrap();
+        if error_code(&r).as_deref() == Some("TIMEOUT") {
+            timed_out += 1;
+            assert!(
+                took < std::time::Duration::from_secs(3),
+                "answered after {took:?}"
+            );
+            assert!(r["data"].is_null(), "{r}");
+        }
+    }
+    assert!(timed_out >= 2, "{timed_out} timed out");
 }

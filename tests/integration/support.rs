@@ -120,6 +120,11 @@ pub fn cli(state_dir: &Path, args: &[&str], stdin: Option<&str>) -> (bool, Strin
 
 impl Daemon {
     pub async fn start() -> Daemon {
+        Daemon::start_with_config("").await
+    }
+
+    /// A daemon whose configuration file holds `config` (TOML).
+    pub async fn start_with_config(config: &str) -> Daemon {
         let state_dir = tempfile::tempdir().unwrap();
         let (ok, token, err) = cli(
             state_dir.path(),
@@ -127,6 +132,9 @@ impl Daemon {
             None,
         );
         assert!(ok, "token new failed: {err}");
+        // After `token new`: the daemon takes only an empty directory or
+        // one holding its database.
+        std::fs::write(state_dir.path().join("config.toml"), config).unwrap();
         let mut daemon = Daemon {
             client: Client::new(0, token.trim()),
             state_dir,
@@ -151,7 +159,7 @@ impl Daemon {
                 .arg("--test-hooks-socket")
                 .arg(self.hooks_socket())
                 .arg("--config")
-                .arg("/dev/null")
+                .arg(self.state_dir.path().join("config.toml"))
                 // A daemon outside a testbed must not reach the host: its
                 // system bus does not exist and its NixOS files are its own.
                 .env("SELFPRIVACY_API_DBUS_ADDRESS", NO_BUS)
