@@ -208,12 +208,21 @@ impl JobRegistry {
         Ok(job)
     }
 
+    /// Changes a job. A job that has ended is final: its end is published
+    /// once, whole (a client that sees FINISHED or ERROR sees all of it),
+    /// so later changes are refused.
     pub fn update(&self, uid: &str, update: JobUpdate) -> Outcome<Job> {
         let job = {
             let mut jobs = self.lock();
             let Some(job) = jobs.iter_mut().find(|j| j.uid == uid) else {
                 return Err(job_not_found());
             };
+            if job.status.is_done() {
+                return Err(Failure::conflict(
+                    "The job has ended and cannot be changed",
+                    "Задача завершена, её нельзя изменить",
+                ));
+            }
             let mut next = job.clone();
             let now = self.clock.now();
             if let Some(status) = update.status {
@@ -456,6 +465,42 @@ mod tests {
         assert!(registry.get(&job.uid).is_none());
         registry.purge_expired().unwrap();
         assert!(store.jobs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_ended_job_is_final() {
+        let (registry, store, _) = registry();
+        let job = registry
+            .create("test.job", Text::untranslated("a"), Text::untranslated("b"))
+            .unwrap();
+        let ended = registry
+            .update(
+                &job.uid,
+                JobUpdate {
+                    status: Some(JobStatus::Error),
+                    error: Some(Text::untranslated("it broke")),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let mut updates = registry.subscribe();
+        let late = registry.update(
+            &job.uid,
+            JobUpdate {
+                error: Some(Text::untranslated("it broke\nand more")),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            late.unwrap_err().kind,
+            crate::domain::error::FailureKind::Conflict
+        );
+        assert_eq!(registry.get(&job.uid).unwrap(), ended);
+        assert_eq!(
+            store.jobs().unwrap()[0].error.as_deref(),
+            Some(encode_text(&Text::untranslated("it broke")).as_str())
+        );
+        assert!(updates.try_recv().is_err(), "nothing was published");
     }
 
     #[test]

@@ -41,6 +41,27 @@ impl Follower {
     }
 }
 
+/// Has journald store what it has been sent so far, the output streams of
+/// units included: `journalctl --sync` answers once the messages queued
+/// before it are processed. A unit's last lines may still be unread in
+/// its stream when systemd reports the unit's end. Bounded: a journald
+/// that does not answer only makes a later read incomplete.
+pub async fn sync(limit: std::time::Duration) {
+    let sync = Command::new("journalctl")
+        .arg("--sync")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .status();
+    match tokio::time::timeout(limit, sync).await {
+        Ok(Ok(status)) if status.success() => {}
+        Ok(Ok(status)) => tracing::warn!("journalctl --sync: {status}"),
+        Ok(Err(e)) => tracing::warn!("journalctl --sync: {e}"),
+        Err(_) => tracing::warn!("journalctl --sync did not answer within {limit:?}"),
+    }
+}
+
 /// The last `count` lines a unit logged in its latest run (by invocation
 /// id when known), oldest first.
 pub async fn last_lines(unit: &str, invocation_id: Option<&str>, count: usize) -> Vec<String> {

@@ -9,8 +9,11 @@ use crate::catalogue::{last_rebuild_done, mutate};
 use crate::services::{rebuild, wait_job_done, wait_unit_state};
 use crate::support::*;
 use crate::testbed::{Setup, Testbed, module};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const REBUILD_UNIT: &str = "sp-nixos-rebuild.service";
 const USERDATA: &str = "/etc/nixos/userdata.json";
@@ -92,6 +95,162 @@ async fn latest_rebuild_uid(client: &Client) -> String {
         .to_owned()
 }
 
+/// Every job list the daemon publishes, in order, as a client subscribed to
+/// `jobUpdates` (graphql-transport-ws) receives them: unlike polling, it
+/// sees each state a job passes through.
+struct JobUpdates {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    /// The list as it was when the subscription started, not yet looked at.
+    current: Option<Value>,
+}
+
+impl JobUpdates {
+    async fn subscribe(client: &Client) -> JobUpdates {
+        let mut request = client
+            .url
+            .replace("http://", "ws://")
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let mut updates = JobUpdates {
+            socket,
+            current: None,
+        };
+        updates
+            .send(json!({"type": "connection_init",
+                         "payload": {"Authorization": format!("Bearer {}", client.token)}}))
+            .await;
+        assert_eq!(updates.next().await["type"], "connection_ack");
+        updates
+            .send(json!({"id": "1", "type": "subscribe", "payload": {
+                "query": "subscription { jobUpdates { uid typeId status error } }"}}))
+            .await;
+        // The current list comes first: from here on, every change is seen.
+        let current = updates.next().await;
+        assert_eq!(current["type"], "next", "{current}");
+        updates.current = Some(current);
+        updates
+    }
+
+    async fn send(&mut self, message: Value) {
+        self.socket
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    /// The next message other than a keep-alive (within 60 s).
+    async fn next(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(60), self.socket.next())
+                .await
+                .expect("no job list within 60 s")
+                .expect("the daemon closed the subscription")
+                .unwrap();
+            if let Message::Text(text) = message {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] != "ka" {
+                    return value;
+                }
+            }
+        }
+    }
+
+    /// The first published state of job `uid` that has ended.
+    async fn first_end(&mut self, uid: &str) -> Value {
+        loop {
+            let message = match self.current.take() {
+                Some(current) => current,
+                None => self.next().await,
+            };
+            assert_eq!(message["type"], "next", "{message}");
+            let list = message["payload"]["data"]["jobUpdates"].as_array().unwrap();
+            if let Some(job) = list.iter().find(|j| j["uid"] == uid)
+                && (job["status"] == "FINISHED" || job["status"] == "ERROR")
+            {
+                return job.clone();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_builds_job_ends_in_one_update_that_says_the_files_were_restored() {
+    let testbed = Testbed::up(setup("rebuild_debounce_ms = 300\n"));
+    let client = testbed.start_daemon().await;
+    let mut updates = JobUpdates::subscribe(&client).await;
+    standin_flag(
+        &testbed,
+        ".standin-fail",
+        "error: undefined variable 'memo'",
+    );
+    let started = rebuild(&client).await;
+    let uid = started["job"]["uid"].as_str().unwrap();
+    // What the app sees the moment the job ends is its whole end.
+    let ended = updates.first_end(uid).await;
+    assert_eq!(ended["status"], "ERROR", "{ended}");
+    let error = ended["error"].as_str().unwrap();
+    assert!(error.contains("undefined variable 'memo'"), "{error}");
+    assert!(error.contains("restored"), "{error}");
+    assert_eq!(wait_job_done(&client, uid).await["error"], ended["error"]);
+}
+
+/// The container's journald, stopped (SIGSTOP) until dropped (SIGCONT),
+/// even if the test fails.
+struct FrozenJournald<'a> {
+    testbed: &'a Testbed,
+    pid: String,
+}
+
+impl<'a> FrozenJournald<'a> {
+    fn freeze(testbed: &'a Testbed) -> FrozenJournald<'a> {
+        let pid = testbed.run(&[
+            "systemctl",
+            "show",
+            "--property=MainPID",
+            "--value",
+            "systemd-journald",
+        ]);
+        assert_ne!(pid, "0", "journald runs");
+        let frozen = FrozenJournald { testbed, pid };
+        frozen.testbed.run(&["kill", "-STOP", &frozen.pid]);
+        frozen
+    }
+}
+
+impl Drop for FrozenJournald<'_> {
+    fn drop(&mut self) {
+        let _ = self.testbed.exec(&["kill", "-CONT", &self.pid]);
+    }
+}
+
+#[tokio::test]
+async fn a_failed_builds_last_lines_reach_the_job_when_journald_lags_behind() {
+    let testbed = Testbed::up(setup("rebuild_debounce_ms = 300\n"));
+    let client = testbed.start_daemon().await;
+    standin_flag(&testbed, ".standin-fail", "error: the last word");
+    let frozen = FrozenJournald::freeze(&testbed);
+    let started = rebuild(&client).await;
+    let uid = started["job"]["uid"].as_str().unwrap();
+    // The build's output waits unread in its journal stream.
+    wait_unit_state(&testbed, REBUILD_UNIT, "failed").await;
+    // Not a wait for anything: how far journald lags behind (longer than
+    // the daemon retries an empty read, shorter than it waits for a sync).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(frozen);
+    let job = wait_job_done(&client, uid).await;
+    assert_eq!(job["status"], "ERROR", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("error: the last word"), "{error}");
+    assert!(error.contains("restored"), "{error}");
+}
+
 #[tokio::test]
 async fn a_rebuild_that_activated_and_then_failed_keeps_the_new_configuration() {
     let testbed = Testbed::up(setup("rebuild_debounce_ms = 300\n"));
@@ -104,8 +263,9 @@ async fn a_rebuild_that_activated_and_then_failed_keeps_the_new_configuration() 
 
     // A new setting restarts echo's units; echo-b fails to start.
     standin_flag(&testbed, ".standin-fail-units", "echo-b.service\n");
+    let mut updates = JobUpdates::subscribe(&client).await;
     set_subdomain(&client, "echo", "hello").await;
-    let job = last_rebuild_done(&client).await;
+    let job = updates.first_end(&latest_rebuild_uid(&client).await).await;
     assert_eq!(job["status"], "ERROR", "{job}");
     let error = job["error"].as_str().unwrap();
     assert!(error.contains("activated and is kept"), "{error}");
@@ -173,9 +333,11 @@ async fn a_rebuild_that_runs_too_long_is_stopped_before_the_files_are_restored()
         "rebuild_debounce_ms = 300\nrebuild_timeout_secs = 2\n",
     ));
     let client = testbed.start_daemon().await;
+    let mut updates = JobUpdates::subscribe(&client).await;
     standin_flag(&testbed, ".standin-delay", "60");
     set_subdomain(&client, "echo", "late").await;
-    let job = last_rebuild_done(&client).await;
+    let uid = latest_rebuild_uid(&client).await;
+    let job = updates.first_end(&uid).await;
     // Looked at as soon as the job has ended.
     let unit = testbed.unit_state(REBUILD_UNIT);
     assert_eq!(job["status"], "ERROR", "{job}");
@@ -201,7 +363,7 @@ async fn a_resumed_rebuild_that_runs_too_long_is_stopped_before_the_files_are_re
     wait_unit_state(&testbed, REBUILD_UNIT, "activating").await;
     // The daemon dies mid-rebuild and follows it again after its restart.
     testbed.restart_daemon(&client).await;
-    let job = wait_job_done(&client, &uid).await;
+    let job = JobUpdates::subscribe(&client).await.first_end(&uid).await;
     let unit = testbed.unit_state(REBUILD_UNIT);
     assert_eq!(job["status"], "ERROR", "{job}");
     let error = job["error"].as_str().unwrap();

@@ -16,9 +16,42 @@ const DAEMON_DIR: &str = "/opt/selfprivacy-api";
 /// `testbed down` is tried this many times, 2 s apart, within the deadline.
 const DOWN_ATTEMPTS: u32 = 5;
 const DOWN_DEADLINE: Duration = Duration::from_secs(90);
+/// `testbed up` bounds its boot (30 s) and its teardown on failure itself;
+/// this is the bound on the whole command.
+const UP_DEADLINE: Duration = Duration::from_secs(120);
+/// A command run inside (`exec`): systemctl, journalctl, the daemon's CLI.
+const EXEC_DEADLINE: Duration = Duration::from_secs(120);
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed/testbed")
+}
+
+/// `scripts/testbed/testbed ARGS...` under coreutils' `timeout`: SIGTERM
+/// at `limit`, SIGKILL 5 s later (`exec` runs the command itself in the
+/// container's namespaces, so the signal reaches it).
+fn testbed_command(limit: Duration) -> Command {
+    let mut command = Command::new("timeout");
+    command
+        .arg("--kill-after=5")
+        .arg(format!("{}", limit.as_secs().max(1)))
+        .arg(script());
+    command
+}
+
+/// Runs `command` (made by `testbed_command(limit)`); an error says so if
+/// it was stopped by its time limit.
+fn output_within(mut command: Command, limit: Duration) -> Result<Output, String> {
+    let started = Instant::now();
+    let output = command.output().unwrap();
+    // 124: `timeout` sent SIGTERM; 137: it had to send SIGKILL.
+    if matches!(output.status.code(), Some(124 | 137)) && started.elapsed() >= limit {
+        return Err(format!(
+            "{command:?} did not finish within {limit:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(output)
 }
 
 /// A name no other testbed has: `$SP_TESTBED_PREFIX` (scripts/test sets it
@@ -66,7 +99,7 @@ impl Testbed {
         )
         .unwrap();
         let bin_dir = Path::new(BIN).parent().unwrap();
-        let mut command = Command::new(script());
+        let mut command = testbed_command(UP_DEADLINE);
         command
             .args(["up", "--name", &name, "--modules-dir"])
             .arg(&modules)
@@ -77,13 +110,18 @@ impl Testbed {
         for volume in &setup.volumes {
             command.args(["--volume", volume]);
         }
-        let output = command.output().unwrap();
+        let output = output_within(command, UP_DEADLINE);
         let testbed = Testbed {
             name,
-            env: parse_env(&output.stdout),
+            env: output
+                .as_ref()
+                .map(|output| parse_env(&output.stdout))
+                .unwrap_or_default(),
             config: setup.config.to_owned(),
             _inputs: inputs,
         };
+        // Dropping `testbed` downs what a stopped `up` left behind.
+        let output = output.unwrap_or_else(|stopped| panic!("{stopped}"));
         assert!(
             output.status.success(),
             "testbed up failed: {}",
@@ -102,13 +140,20 @@ impl Testbed {
         self.root().join(inside.trim_start_matches('/'))
     }
 
-    /// Runs a command inside the container.
+    /// Runs a command inside the container; panics if it takes longer
+    /// than `EXEC_DEADLINE`.
     pub fn exec(&self, args: &[&str]) -> Output {
-        Command::new(script())
+        self.exec_within(args, EXEC_DEADLINE)
+            .unwrap_or_else(|stopped| panic!("{stopped}"))
+    }
+
+    /// Runs a command inside, stopped (SIGTERM, then SIGKILL) at `limit`.
+    pub fn exec_within(&self, args: &[&str], limit: Duration) -> Result<Output, String> {
+        let mut command = testbed_command(limit);
+        command
             .args(["exec", "--name", &self.name, "--"])
-            .args(args)
-            .output()
-            .unwrap()
+            .args(args);
+        output_within(command, limit)
     }
 
     /// Runs a command inside and returns its trimmed stdout; panics if it fails.
@@ -153,11 +198,17 @@ impl Testbed {
     /// same port with the same state.
     pub async fn restart_daemon(&self, client: &Client) {
         self.run(&["systemctl", "kill", "--signal=KILL", "selfprivacy-api"]);
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while self.unit_state("selfprivacy-api") == "active" {
+        // Stopped, not merely no longer "active": a unit still
+        // "deactivating" cannot be started again under its name.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let state = self.unit_state("selfprivacy-api");
+            if state == "failed" || state == "inactive" {
+                break;
+            }
             assert!(
-                std::time::Instant::now() < deadline,
-                "the daemon did not die of SIGKILL"
+                Instant::now() < deadline,
+                "the daemon did not stop within 20 s of SIGKILL: {state}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -203,10 +254,10 @@ impl Drop for Testbed {
         let deadline = Instant::now() + DOWN_DEADLINE;
         let mut failures = Vec::new();
         for attempt in 1..=DOWN_ATTEMPTS {
-            match Command::new(script())
-                .args(["down", "--name", &self.name])
-                .output()
-            {
+            // Each attempt within what is left of the deadline.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut command = testbed_command(left);
+            match command.args(["down", "--name", &self.name]).output() {
                 Ok(output) if output.status.success() => return,
                 Ok(output) => failures.push(format!(
                     "attempt {attempt}: {}: {}",
@@ -382,5 +433,32 @@ fn a_teardown_that_keeps_failing_fails_the_test() {
     assert!(
         started.elapsed() >= Duration::from_secs(8),
         "not retried 2 s apart"
+    );
+}
+
+#[test]
+fn a_command_inside_that_outlives_its_deadline_is_stopped() {
+    let testbed = Testbed::up(Setup {
+        modules: vec![],
+        userdata: serde_json::json!({}),
+        volumes: vec![],
+        config: "",
+    });
+    let started = Instant::now();
+    let stopped = testbed
+        .exec_within(&["sleep", "611"], Duration::from_secs(2))
+        .expect_err("a 611 s sleep ended within 2 s");
+    assert!(stopped.contains("did not finish within 2s"), "{stopped}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopped only after {:?}",
+        started.elapsed()
+    );
+    // The command itself was stopped, not only the host side of `exec`.
+    let left = testbed.exec(&["pgrep", "-f", "sleep 611"]);
+    assert!(
+        !left.status.success(),
+        "still running inside: {}",
+        String::from_utf8_lossy(&left.stdout)
     );
 }

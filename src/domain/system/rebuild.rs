@@ -126,15 +126,18 @@ pub struct Accepted {
     pub schedule: Schedule,
 }
 
-/// How a rebuild's run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a rebuild's run ended, with the job's error text. The job is not
+/// ended by the run: `finished` ends it in one update, once the files are
+/// kept or restored, so no one ever sees an ended job whose text is
+/// still to be completed.
+#[derive(Debug, Clone, PartialEq)]
 enum Ending {
     Succeeded,
     /// Nothing was activated: the running system is what it was.
-    Failed,
+    Failed(Text),
     /// The new generation was activated, with errors (units that failed
     /// to start, or it was stopped midway): the system runs the new files.
-    ActivatedWithErrors,
+    ActivatedWithErrors(Text),
 }
 
 enum Phase {
@@ -520,11 +523,7 @@ impl Rebuilds {
         let systemd = match self.systemd.get().await {
             Ok(systemd) => systemd,
             Err(e) => {
-                self.fail(
-                    &job.uid,
-                    Text::untranslated(format!("Cannot reach systemd: {e}")),
-                );
-                return Ending::Failed;
+                return Ending::Failed(Text::untranslated(format!("Cannot reach systemd: {e}")));
             }
         };
         let deadline = tokio::time::Instant::now() + self.run_timeout;
@@ -539,9 +538,7 @@ impl Rebuilds {
             }
             if tokio::time::Instant::now() >= deadline {
                 // As a run that times out: the unit is stopped first.
-                return self
-                    .report(kind, &job.uid, systemd, &unit, Ok(JobOutcome::TimedOut))
-                    .await;
+                return self.report(systemd, &unit, Ok(JobOutcome::TimedOut)).await;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -560,18 +557,13 @@ impl Rebuilds {
             Some(result) if result == "done" => JobOutcome::Done,
             Some(result) => JobOutcome::Failed(result),
             None => {
-                self.fail(
-                    &job.uid,
-                    Text::new(
-                        "Interrupted: the API stopped before the rebuild started",
-                        "Прервано: служба API остановилась до начала пересборки",
-                    ),
-                );
-                return Ending::Failed;
+                return Ending::Failed(Text::new(
+                    "Interrupted: the API stopped before the rebuild started",
+                    "Прервано: служба API остановилась до начала пересборки",
+                ));
             }
         };
-        self.report(kind, &job.uid, systemd, &unit, Ok(outcome))
-            .await
+        self.report(systemd, &unit, Ok(outcome)).await
     }
 
     fn spawn_run(self: &Arc<Self>, kind: RebuildKind, uid: String) {
@@ -584,32 +576,42 @@ impl Rebuilds {
 
     /// After a rebuild: keep the configuration the system now runs (the
     /// new one if it was activated, even with errors) or restore the one it
-    /// was built from, then start the queued follow-up, if any, with its
-    /// changes applied.
+    /// was built from, end the job in one update saying which, then start
+    /// the queued follow-up, if any, with its changes applied.
     fn finished(self: &Arc<Self>, kind: RebuildKind, uid: &str, ending: Ending) {
         // Config files are only written under the phase lock.
         let mut phase = self.phase();
-        if kind != RebuildKind::Rollback {
-            if ending != Ending::Failed {
-                self.config.save();
-            } else if self.config.restore() {
-                self.append_error(
-                    uid,
+        let keeps_files = kind != RebuildKind::Rollback;
+        let error = match ending {
+            Ending::Succeeded => {
+                if keeps_files {
+                    self.config.save();
+                }
+                None
+            }
+            Ending::ActivatedWithErrors(error) => {
+                if keeps_files {
+                    self.config.save();
+                }
+                Some(error)
+            }
+            Ending::Failed(error) if !keeps_files => Some(error),
+            Ending::Failed(error) => Some(joined(
+                &error,
+                &if self.config.restore() {
                     Text::new(
                         "The configuration was restored to what the running system was built from.",
                         "Конфигурация возвращена к той, из которой собрана работающая система.",
-                    ),
-                );
-            } else {
-                self.append_error(
-                    uid,
+                    )
+                } else {
                     Text::new(
                         "The previous configuration could not be restored; see the server log.",
                         "Не удалось вернуть прежнюю конфигурацию; подробности в журнале сервера.",
-                    ),
-                );
-            }
-        }
+                    )
+                },
+            )),
+        };
+        self.update(uid, self.final_update(kind, uid, error));
         let pending = match &mut *phase {
             Phase::Running { pending } => pending.take(),
             _ => None,
@@ -643,26 +645,27 @@ impl Rebuilds {
         self.spawn_run(RebuildKind::Rebuild, next);
     }
 
-    fn append_error(&self, uid: &str, addition: Text) {
-        let Some(job) = self.jobs.get(uid) else {
-            return;
-        };
-        let Some(error) = job.error else { return };
-        let join = |a: &str, b: &str| format!("{a}\n{b}");
-        let combined = Text {
-            en: join(&error.en, &addition.en),
-            ru: Some(join(
-                error.ru.as_deref().unwrap_or(&error.en),
-                addition.ru.as_deref().unwrap_or(&addition.en),
-            )),
-        };
-        self.update(
-            uid,
-            JobUpdate {
-                error: Some(combined),
+    /// The update that ends the job: FINISHED, or ERROR with `error`. An
+    /// error the job already has (queued changes that were not applied)
+    /// stays in front of it.
+    fn final_update(&self, kind: RebuildKind, uid: &str, error: Option<Text>) -> JobUpdate {
+        let Some(error) = error else {
+            return JobUpdate {
+                status: Some(JobStatus::Finished),
+                status_text: Some(kind.done()),
+                result: Some(kind.done()),
                 ..Default::default()
-            },
-        );
+            };
+        };
+        let error = match self.jobs.get(uid).and_then(|job| job.error) {
+            Some(earlier) => joined(&earlier, &error),
+            None => error,
+        };
+        JobUpdate {
+            status: Some(JobStatus::Error),
+            error: Some(error),
+            ..Default::default()
+        }
     }
 
     fn unit(&self, kind: RebuildKind) -> &str {
@@ -707,11 +710,7 @@ impl Rebuilds {
         let systemd = match self.systemd.get().await {
             Ok(systemd) => systemd,
             Err(e) => {
-                self.fail(
-                    uid,
-                    Text::untranslated(format!("Cannot reach systemd: {e}")),
-                );
-                return Ending::Failed;
+                return Ending::Failed(Text::untranslated(format!("Cannot reach systemd: {e}")));
             }
         };
         self.config.note_profile_before_run();
@@ -750,33 +749,20 @@ impl Rebuilds {
             }
         };
         drop(follower);
-        self.report(kind, uid, systemd, &unit, outcome).await
+        self.report(systemd, &unit, outcome).await
     }
 
-    /// Ends the job as the unit's run ended: FINISHED, or ERROR with the
-    /// unit's last lines, saying whether the new configuration was
-    /// activated (the system profile changed) and which units failed.
+    /// How the unit's run ended: success, or the error with the unit's
+    /// last lines, saying whether the new configuration was activated (the
+    /// system profile changed) and which units failed.
     async fn report(
         &self,
-        kind: RebuildKind,
-        uid: &str,
         systemd: &crate::os::systemd::Systemd,
         unit: &str,
         outcome: Result<JobOutcome, crate::os::systemd::SystemdError>,
     ) -> Ending {
         let (mut en, mut ru) = match outcome {
-            Ok(JobOutcome::Done) => {
-                self.update(
-                    uid,
-                    JobUpdate {
-                        status: Some(JobStatus::Finished),
-                        status_text: Some(kind.done()),
-                        result: Some(kind.done()),
-                        ..Default::default()
-                    },
-                );
-                return Ending::Succeeded;
-            }
+            Ok(JobOutcome::Done) => return Ending::Succeeded,
             Ok(JobOutcome::Failed(result)) => (
                 format!("System rebuild failed ({result})."),
                 format!("Пересборка системы не удалась ({result})."),
@@ -797,11 +783,7 @@ impl Rebuilds {
                 )
             }
             Err(e) => {
-                self.fail(
-                    uid,
-                    Text::untranslated(format!("Could not start {unit}: {e}")),
-                );
-                return Ending::Failed;
+                return Ending::Failed(Text::untranslated(format!("Could not start {unit}: {e}")));
             }
         };
         let lines = self.last_lines(systemd, unit, LOG_LINES_SHOWN).await;
@@ -819,22 +801,20 @@ impl Rebuilds {
                 ru.push_str(&format!("; эти службы не запустились: {failed}."));
             }
         }
-        self.fail(
-            uid,
-            Text::new(
-                format!("{en} Last log lines:\n{lines}"),
-                format!("{ru} Последние строки журнала:\n{lines}"),
-            ),
+        let error = Text::new(
+            format!("{en} Last log lines:\n{lines}"),
+            format!("{ru} Последние строки журнала:\n{lines}"),
         );
         if activated {
-            Ending::ActivatedWithErrors
+            Ending::ActivatedWithErrors(error)
         } else {
-            Ending::Failed
+            Ending::Failed(error)
         }
     }
 
-    /// The unit's last lines from its latest run. journald may still be
-    /// writing the unit's last output, so an empty answer is asked again.
+    /// The unit's last lines from its latest run. journald may not have
+    /// read the unit's last output yet when the unit has ended: it is
+    /// synced first, and an empty answer is asked again.
     async fn last_lines(
         &self,
         systemd: &crate::os::systemd::Systemd,
@@ -842,8 +822,11 @@ impl Rebuilds {
         count: usize,
     ) -> String {
         let invocation = systemd.invocation_id(unit).await;
-        for _ in 0..10 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        journal::sync(JOURNAL_SYNC_LIMIT).await;
+        for attempt in 0..10 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             let lines = journal::last_lines(unit, invocation.as_deref(), count).await;
             if !lines.is_empty() {
                 return lines.join("\n");
@@ -889,6 +872,9 @@ impl Progress {
     }
 }
 
+/// How long journald may take to store what a unit wrote before it ended.
+const JOURNAL_SYNC_LIMIT: Duration = Duration::from_secs(10);
+
 /// How many of the unit's last lines a failed job shows.
 const LOG_LINES_SHOWN: usize = 10;
 
@@ -902,6 +888,18 @@ fn failed_units(log: &str) -> Vec<String> {
         .filter(|unit| !unit.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// `first`, then `second` on a new line, in each language.
+fn joined(first: &Text, second: &Text) -> Text {
+    let join = |a: &str, b: &str| format!("{a}\n{b}");
+    Text {
+        en: join(&first.en, &second.en),
+        ru: Some(join(
+            first.ru.as_deref().unwrap_or(&first.en),
+            second.ru.as_deref().unwrap_or(&second.en),
+        )),
+    }
 }
 
 fn queued_text() -> Text {
