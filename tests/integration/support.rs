@@ -234,8 +234,10 @@ pub async fn post(
     query: &str,
     variables: Value,
 ) -> Value {
+    // A test never waits forever on an answer.
     let mut request = reqwest::Client::new()
         .post(url)
+        .timeout(Duration::from_secs(120))
         .json(&json!({ "query": query, "variables": variables }));
     if let Some(value) = authorization {
         request = request.header("Authorization", value);
