@@ -125,10 +125,7 @@ async fn a_hyphenated_module_reports_cpu_and_memory_from_its_documented_slice() 
         volumes: vec![],
         config: "",
     });
-    testbed.run(&[
-        "systemd-run", "--unit=my-app-worker", "--slice=my_app.slice", "python3", "-c",
-        "import time\nx = bytearray(64 * 1024 * 1024)\nfor i in range(0, len(x), 4096): x[i] = 1\nend = time.time() + 600\nwhile time.time() < end: pass",
-    ]);
+    testbed.start_busy_worker("my-app-worker", "my_app.slice");
     let sampler = ResourceSampler::new(
         Arc::new(SystemdLink::new(Some(
             testbed.env["TESTBED_DBUS_ADDRESS"].clone(),
@@ -540,18 +537,9 @@ async fn the_daemon_serves_under_the_nixos_module_hardening() {
     run.extend(properties.iter().map(String::as_str));
     run.extend([daemon, "serve", "--listen", &listen, "--state-dir", state]);
     testbed.run(&run);
-    assert!(
-        client.wait_ready(Duration::from_secs(20)).await,
-        "the daemon did not answer under the hardening; journal:\n{}",
-        testbed.run(&[
-            "journalctl",
-            "-u",
-            "selfprivacy-api",
-            "--no-pager",
-            "-n",
-            "30"
-        ])
-    );
+    testbed
+        .assert_daemon_answers(&client, "the daemon did not answer under the hardening")
+        .await;
     let applied = testbed.run(&[
         "systemctl",
         "show",

@@ -339,16 +339,7 @@ async fn a_rebuild_that_runs_too_long_is_stopped_before_the_files_are_restored()
     let uid = latest_rebuild_uid(&client).await;
     let job = updates.first_end(&uid).await;
     // Looked at as soon as the job has ended.
-    let unit = testbed.unit_state(REBUILD_UNIT);
-    assert_eq!(job["status"], "ERROR", "{job}");
-    let error = job["error"].as_str().unwrap();
-    assert!(error.contains("did not finish within 2 s"), "{error}");
-    assert!(error.contains("restored"), "{error}");
-    assert!(
-        unit == "inactive" || unit == "failed",
-        "the rebuild was stopped first: {unit}"
-    );
-    assert!(userdata(&testbed)["modules"]["echo"]["subdomain"].is_null());
+    assert_stopped_then_restored(&testbed, &job);
 }
 
 #[tokio::test]
@@ -364,16 +355,7 @@ async fn a_resumed_rebuild_that_runs_too_long_is_stopped_before_the_files_are_re
     // The daemon dies mid-rebuild and follows it again after its restart.
     testbed.restart_daemon(&client).await;
     let job = JobUpdates::subscribe(&client).await.first_end(&uid).await;
-    let unit = testbed.unit_state(REBUILD_UNIT);
-    assert_eq!(job["status"], "ERROR", "{job}");
-    let error = job["error"].as_str().unwrap();
-    assert!(error.contains("did not finish within 2 s"), "{error}");
-    assert!(error.contains("restored"), "{error}");
-    assert!(
-        unit == "inactive" || unit == "failed",
-        "the rebuild was stopped first: {unit}"
-    );
-    assert!(userdata(&testbed)["modules"]["echo"]["subdomain"].is_null());
+    assert_stopped_then_restored(&testbed, &job);
 }
 
 #[tokio::test]
@@ -479,4 +461,19 @@ async fn a_flake_that_does_not_parse_fails_the_build_and_activates_nothing() {
         flake_before,
         "the flake the system was built from"
     );
+}
+
+/// A timed-out rebuild's job, looked at as soon as it ended: the unit was
+/// stopped before the files were restored, and the job says so.
+fn assert_stopped_then_restored(testbed: &Testbed, job: &Value) {
+    let unit = testbed.unit_state(REBUILD_UNIT);
+    assert_eq!(job["status"], "ERROR", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("did not finish within 2 s"), "{error}");
+    assert!(error.contains("restored"), "{error}");
+    assert!(
+        unit == "inactive" || unit == "failed",
+        "the rebuild was stopped first: {unit}"
+    );
+    assert!(userdata(testbed)["modules"]["echo"]["subdomain"].is_null());
 }

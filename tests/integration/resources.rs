@@ -19,10 +19,7 @@ async fn slices_report_cpu_and_the_memory_of_their_processes() {
         config: "",
     });
     // A service that holds 64 MiB and burns CPU, in the slice of "busy".
-    testbed.run(&[
-        "systemd-run", "--unit=busy-worker", "--slice=busy.slice", "python3", "-c",
-        "import time\nx = bytearray(64 * 1024 * 1024)\nfor i in range(0, len(x), 4096): x[i] = 1\nend = time.time() + 600\nwhile time.time() < end: pass",
-    ]);
+    testbed.start_busy_worker("busy-worker", "busy.slice");
     let link = Arc::new(SystemdLink::new(Some(
         testbed.env["TESTBED_DBUS_ADDRESS"].clone(),
     )));

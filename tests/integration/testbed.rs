@@ -157,6 +157,35 @@ impl Testbed {
     }
 
     /// Runs a command inside and returns its trimmed stdout; panics if it fails.
+    /// A unit in `slice` that holds 64 MiB and burns a core for up to ten
+    /// minutes: something for the resource sampler to measure.
+    pub fn start_busy_worker(&self, unit: &str, slice: &str) {
+        self.run(&[
+            "systemd-run",
+            &format!("--unit={unit}"),
+            &format!("--slice={slice}"),
+            "python3",
+            "-c",
+            "import time\nx = bytearray(64 * 1024 * 1024)\nfor i in range(0, len(x), 4096): x[i] = 1\nend = time.time() + 600\nwhile time.time() < end: pass",
+        ]);
+    }
+
+    /// Waits for the daemon in the testbed to answer; fails with its journal.
+    pub async fn assert_daemon_answers(&self, client: &Client, what: &str) {
+        assert!(
+            client.wait_ready(Duration::from_secs(20)).await,
+            "{what}; journal:\n{}",
+            self.run(&[
+                "journalctl",
+                "-u",
+                "selfprivacy-api",
+                "--no-pager",
+                "-n",
+                "30"
+            ])
+        );
+    }
+
     pub fn run(&self, args: &[&str]) -> String {
         let output = self.exec(args);
         assert!(
@@ -230,18 +259,8 @@ impl Testbed {
             "--state-dir",
             "/var/lib/selfprivacy-api",
         ]);
-        assert!(
-            client.wait_ready(Duration::from_secs(20)).await,
-            "the daemon did not answer; journal:\n{}",
-            self.run(&[
-                "journalctl",
-                "-u",
-                "selfprivacy-api",
-                "--no-pager",
-                "-n",
-                "30"
-            ])
-        );
+        self.assert_daemon_answers(client, "the daemon did not answer")
+            .await;
     }
 }
 
