@@ -3,14 +3,15 @@
 //! `/api/version`.
 
 use super::auth::{ClientId, PresentedToken};
+use super::build_schema;
+use super::time_limit::TimeLimited;
 use super::types::api::API_VERSION;
-use super::{ApiSchema, build_schema};
 use crate::app::App;
 use crate::domain::i18n::Locale;
 use crate::domain::tokens::{Caller, TooManyAttempts};
-use async_graphql::Data;
 use async_graphql::http::WebSocketProtocols;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
+use async_graphql::{Data, Executor};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{ConnectInfo, Request, State};
@@ -28,18 +29,22 @@ use tower_http::limit::RequestBodyLimitLayer;
 #[derive(Clone)]
 struct Shared {
     app: Arc<App>,
-    schema: ApiSchema,
+    /// The schema, every request under the configured time limit.
+    executor: TimeLimited,
 }
 
 pub fn router(app: Arc<App>) -> Router {
-    let schema = build_schema(Some(app.clone()));
+    let executor = TimeLimited {
+        schema: build_schema(Some(app.clone())),
+        limit: Duration::from_secs(app.config.request_timeout_secs),
+    };
     let limit = app.config.max_body_bytes;
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/api/version", get(version))
         .layer(RequestBodyLimitLayer::new(limit))
         .layer(middleware::from_fn(refuse_token_in_url))
-        .with_state(Shared { app, schema })
+        .with_state(Shared { app, executor })
 }
 
 /// Serves until SIGTERM or SIGINT, telling systemd when it is ready.
@@ -243,24 +248,8 @@ async fn graphql_post(
     if let Some(caller) = caller {
         request = request.data(caller);
     }
-    let limit = Duration::from_secs(shared.app.config.request_timeout_secs);
-    match tokio::time::timeout(limit, shared.schema.execute(request)).await {
-        Ok(response) => GraphQLResponse::from(response).into_response(),
-        Err(_) => {
-            tracing::warn!(seconds = limit.as_secs(), "a request ran out of time");
-            let mut error = async_graphql::ServerError::new(
-                format!(
-                    "The request took longer than {} s and was stopped",
-                    limit.as_secs()
-                ),
-                None,
-            );
-            let mut extensions = async_graphql::ErrorExtensionValues::default();
-            extensions.set("code", "TIMEOUT");
-            error.extensions = Some(extensions);
-            GraphQLResponse::from(async_graphql::Response::from_errors(vec![error])).into_response()
-        }
-    }
+    let response = shared.executor.execute(request).await;
+    GraphQLResponse::from(response).into_response()
 }
 
 async fn graphql_get(
@@ -319,7 +308,7 @@ async fn websocket(
         .on_upgrade(move |socket| {
             super::websocket::serve(
                 socket,
-                shared.schema.clone(),
+                shared.executor.clone(),
                 protocol,
                 data,
                 move |payload| async move {

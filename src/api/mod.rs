@@ -8,6 +8,7 @@ pub mod field_errors;
 pub mod http;
 pub mod roots;
 pub mod scalars;
+pub mod time_limit;
 pub mod types;
 pub mod websocket;
 

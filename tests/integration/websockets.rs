@@ -454,3 +454,50 @@ async fn a_thousand_wrong_keys_on_one_websocket_are_answered_promptly() {
         "3.8.3"
     );
 }
+
+/// Queries and mutations on a websocket run under `request_timeout_secs`
+/// too; a subscription streams on past it.
+#[tokio::test]
+async fn websocket_operations_run_under_the_time_limit_and_subscriptions_do_not() {
+    let daemon = Daemon::start_with_config("request_timeout_secs = 1\n").await;
+    let mut socket = connect(&daemon, "graphql-transport-ws", None).await;
+    acknowledged_init(
+        &mut socket,
+        json!({"Authorization": format!("Bearer {}", daemon.token)}),
+    )
+    .await;
+    send(
+        &mut socket,
+        json!({"id": "jobs", "type": "subscribe", "payload": {"query": JOB_UPDATES}}),
+    )
+    .await;
+    assert_eq!(receive(&mut socket).await.unwrap()["id"], "jobs");
+    // Free failures first (over HTTP: the same client), then guesses that
+    // each wait for a throttle slot further away than the limit.
+    let guess = "mutation { api { useRecoveryApiKey(input: {key: \"abandon abandon\", deviceName: \"x\"}) { code } } }";
+    for _ in 0..7 {
+        daemon.query_as(None, guess, json!({})).await;
+    }
+    for id in 0..4 {
+        send(
+            &mut socket,
+            json!({"id": format!("g{id}"), "type": "subscribe", "payload": {"query": guess}}),
+        )
+        .await;
+    }
+    let mut timed_out = 0;
+    let mut completed = 0;
+    while completed < 4 {
+        let message = receive(&mut socket).await.expect("socket closed");
+        match message["type"].as_str().unwrap() {
+            "complete" => completed += 1,
+            "next" if message.to_string().contains("TIMEOUT") => timed_out += 1,
+            _ => {}
+        }
+    }
+    assert!(timed_out >= 2, "{timed_out} timed out");
+    // The subscription outlived the limit: it still delivers.
+    start_test_job(&daemon).await;
+    let lists = follow_test_job(&mut socket, "next").await;
+    assert!(!lists.is_empty());
+}
