@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const INTROSPECTION: &str = r#"{ __schema {
-  queryType { name } mutationType { name }
+  queryType { name } mutationType { name } subscriptionType { name }
   types { name kind enumValues { name }
     inputFields { name defaultValue type { ...T } }
     fields(includeDeprecated: true) { name type { ...T } args { name defaultValue type { ...T } } } } } }
@@ -188,6 +188,26 @@ async fn every_field_but_the_public_ones_needs_a_token() {
         ("Api", "query { api { %s } }"),
         ("ApiMutations", "mutation { api { %s } }"),
     ];
+    // A token that never existed, and one that existed and was deleted.
+    let (ok, doomed, _) = cli(
+        daemon.state_dir.path(),
+        &["token", "new", "--device", "doomed"],
+        None,
+    );
+    assert!(ok);
+    let r = daemon
+        .query(
+            "mutation { api { deleteDeviceApiToken(device: \"doomed\") { code } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r["data"]["api"]["deleteDeviceApiToken"]["code"], 200, "{r}");
+    let deleted = format!("Bearer {}", doomed.trim());
+    let credentials = [
+        ("no token", None),
+        ("a malformed token", Some("Bearer not a token at all!")),
+        ("a deleted token", Some(deleted.as_str())),
+    ];
     let mut checked = 0;
     for (type_name, template) in walk {
         for field in types.get(type_name)["fields"].as_array().unwrap() {
@@ -196,33 +216,50 @@ async fn every_field_but_the_public_ones_needs_a_token() {
                 continue; // namespaces, walked through below
             }
             let document = template.replace("%s", &types.call(field));
-            let response = daemon.query_as(None, &document, json!({})).await;
-            let root = if template.starts_with("query") {
-                "Query"
-            } else {
-                "Mutation"
-            };
-            assert_spec_conformant(&types, root, &document, &response);
-            let refused = is_unauthenticated(&response);
-            if public.contains(&name.as_str()) {
-                assert!(!refused, "{name} must be public: {response}");
-            } else {
-                assert!(
-                    refused,
-                    "{name} must need a token: {document} -> {response}"
-                );
-                assert!(
-                    response["data"].is_null()
-                        || response["data"]
-                            .as_object()
-                            .is_some_and(|d| d.values().all(Value::is_null)),
-                    "{name} leaked data: {response}"
-                );
+            for (credential, authorization) in credentials {
+                // Each request from an address of its own (as nginx would say):
+                // the wrong tokens must be refused for what they are, not
+                // throttled as repeated guesses.
+                let address = format!("10.0.{}.{}", checked / 250, checked % 250 + 1);
+                let response = post(
+                    &daemon.url,
+                    authorization,
+                    &[("X-Real-IP", address.as_str())],
+                    &document,
+                    json!({}),
+                )
+                .await;
+                let name = format!("{name} with {credential}");
+                let root = if template.starts_with("query") {
+                    "Query"
+                } else {
+                    "Mutation"
+                };
+                assert_spec_conformant(&types, root, &document, &response);
+                let refused = is_unauthenticated(&response);
+                if public
+                    .iter()
+                    .any(|p| name.starts_with(&format!("{p} with")))
+                {
+                    assert!(!refused, "{name} must be public: {response}");
+                } else {
+                    assert!(
+                        refused,
+                        "{name} must need a token: {document} -> {response}"
+                    );
+                    assert!(
+                        response["data"].is_null()
+                            || response["data"]
+                                .as_object()
+                                .is_some_and(|d| d.values().all(Value::is_null)),
+                        "{name} leaked data: {response}"
+                    );
+                }
+                checked += 1;
             }
-            checked += 1;
         }
     }
-    assert!(checked > 55, "walked {checked} fields");
+    assert!(checked > 3 * 55, "walked {checked} fields");
 
     // Introspection is for token holders only.
     let anonymous = daemon
@@ -441,4 +478,49 @@ async fn guesses_past_the_throttle_budget_are_refused_at_once() {
     );
     // No answer waited past the queue's budget (8 s), with slack.
     assert!(latest.duration_since(started) < Duration::from_secs(12));
+}
+
+/// Every subscription field, on both websocket protocols, without a token:
+/// refused with UNAUTHENTICATED, no data.
+#[tokio::test]
+async fn every_subscription_needs_a_token() {
+    use crate::websockets::{acknowledged_init, connect, receive, send};
+    let daemon = Daemon::start().await;
+    let schema = daemon.query(INTROSPECTION, json!({})).await;
+    let types = Types::introspect(&schema);
+    let subscription = schema["data"]["__schema"]["subscriptionType"]["name"]
+        .as_str()
+        .expect("the schema has subscriptions")
+        .to_owned();
+    let mut checked = 0;
+    for field in types.get(&subscription)["fields"].as_array().unwrap() {
+        let document = format!("subscription {{ {} }}", types.call(field));
+        for (protocol, start) in [
+            ("graphql-transport-ws", "subscribe"),
+            ("graphql-ws", "start"),
+        ] {
+            let mut socket = connect(&daemon, protocol, None).await;
+            acknowledged_init(&mut socket, json!({})).await;
+            send(
+                &mut socket,
+                json!({"id": "1", "type": start, "payload": {"query": document}}),
+            )
+            .await;
+            let answer = receive(&mut socket).await.expect("an answer");
+            assert!(
+                answer.to_string().contains("UNAUTHENTICATED"),
+                "{protocol}: {document} -> {answer}"
+            );
+            let data = &answer["payload"]["data"];
+            assert!(
+                data.is_null()
+                    || data
+                        .as_object()
+                        .is_some_and(|d| d.values().all(Value::is_null)),
+                "{protocol}: {document} leaked data: {answer}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "walked {checked} subscriptions");
 }

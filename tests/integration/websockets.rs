@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-type Socket =
+pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// An upgrade request to the daemon's `/graphql` with this subprotocol.
@@ -33,14 +33,14 @@ fn upgrade_request(
     request
 }
 
-async fn connect(daemon: &Daemon, protocol: &str, authorization: Option<&str>) -> Socket {
+pub async fn connect(daemon: &Daemon, protocol: &str, authorization: Option<&str>) -> Socket {
     let request = upgrade_request(daemon, protocol, authorization);
     let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     assert_eq!(response.headers()["sec-websocket-protocol"], protocol);
     socket
 }
 
-async fn send(socket: &mut Socket, message: Value) {
+pub async fn send(socket: &mut Socket, message: Value) {
     socket
         .send(Message::Text(message.to_string().into()))
         .await
@@ -48,7 +48,7 @@ async fn send(socket: &mut Socket, message: Value) {
 }
 
 /// The next JSON message, skipping keep-alives; None when the server closes.
-async fn receive(socket: &mut Socket) -> Option<Value> {
+pub async fn receive(socket: &mut Socket) -> Option<Value> {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
             .await
@@ -67,7 +67,7 @@ async fn receive(socket: &mut Socket) -> Option<Value> {
 }
 
 /// `connection_init` with `payload`, answered by `connection_ack`.
-async fn acknowledged_init(socket: &mut Socket, payload: Value) {
+pub async fn acknowledged_init(socket: &mut Socket, payload: Value) {
     send(
         socket,
         json!({"type": "connection_init", "payload": payload}),
