@@ -167,30 +167,6 @@ async fn legacy_graphql_ws_pushes_job_updates_with_the_token_in_the_upgrade_requ
 }
 
 #[tokio::test]
-async fn a_subscription_without_a_token_is_refused_on_both_protocols() {
-    let daemon = Daemon::start().await;
-    for (protocol, start) in [
-        ("graphql-transport-ws", "subscribe"),
-        ("graphql-ws", "start"),
-    ] {
-        let mut socket = connect(&daemon, protocol, None).await;
-        acknowledged_init(&mut socket, json!({})).await;
-        send(
-            &mut socket,
-            json!({"id": "1", "type": start, "payload": {"query": JOB_UPDATES}}),
-        )
-        .await;
-        let answer = receive(&mut socket).await.unwrap();
-        let text = answer.to_string();
-        assert!(text.contains("UNAUTHENTICATED"), "{protocol}: {answer}");
-        assert!(
-            !text.contains("\"jobUpdates\":["),
-            "{protocol}: no data: {answer}"
-        );
-    }
-}
-
-#[tokio::test]
 async fn a_wrong_token_in_connection_init_closes_the_connection() {
     let daemon = Daemon::start().await;
     let mut socket = connect(&daemon, "graphql-transport-ws", None).await;
