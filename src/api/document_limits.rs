@@ -11,10 +11,8 @@
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
 };
-use async_graphql::parser::types::{
-    ExecutableDocument, Field, Selection, SelectionSet, VariableDefinition,
-};
-use async_graphql::{ErrorExtensionValues, Positioned, Request, ServerError, ServerResult};
+use async_graphql::parser::types::{ExecutableDocument, Field, Selection, SelectionSet};
+use async_graphql::{Positioned, Request, ServerResult};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -47,13 +45,8 @@ impl Extension for DocumentLimits {
         mut request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
-        check(request.parsed_query()?).map_err(|refusal| {
-            let mut error = ServerError::new(refusal, None);
-            let mut extensions = ErrorExtensionValues::default();
-            extensions.set("code", "DOCUMENT_TOO_LARGE");
-            error.extensions = Some(extensions);
-            error
-        })?;
+        check(request.parsed_query()?)
+            .map_err(|refusal| super::errors::request_error(refusal, "DOCUMENT_TOO_LARGE"))?;
         next.run(ctx, request).await
     }
 }
@@ -75,7 +68,7 @@ pub fn check(document: &ExecutableDocument) -> Result<(), String> {
     }
     let mut expanded = 0u64;
     for (_, operation) in document.operations.iter() {
-        measure.written.nodes += variables_size(&operation.node.variable_definitions);
+        measure.written.nodes += operation.node.variable_definitions.len() as u64;
         measure.written.nodes += operation.node.directives.len() as u64;
         measure.count_written(&operation.node.selection_set);
         expanded = expanded.saturating_add(measure.expand(&operation.node.selection_set, 0)?);
@@ -193,10 +186,6 @@ fn field_arguments_size(field: &Field) -> u64 {
         .map(|(_, value)| 1 + value_size(&value.node))
         .sum();
     arguments + field.directives.len() as u64
-}
-
-fn variables_size(variables: &[Positioned<VariableDefinition>]) -> u64 {
-    variables.len() as u64
 }
 
 fn value_size(value: &async_graphql_value::Value) -> u64 {

@@ -73,3 +73,12 @@ pub fn unauthenticated() -> async_graphql::Error {
     async_graphql::Error::new("You must be authenticated to access this resource.")
         .extend_with(|_, e| e.set("code", "UNAUTHENTICATED"))
 }
+
+/// A request-level error (no field to hang it on) with a `code` extension.
+pub fn request_error(message: impl Into<String>, code: &str) -> async_graphql::ServerError {
+    let mut error = async_graphql::ServerError::new(message, None);
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", code);
+    error.extensions = Some(extensions);
+    error
+}

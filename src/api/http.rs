@@ -210,15 +210,12 @@ async fn check_token(
 
 /// The answer to a client that failed too often, in GraphQL's error shape.
 fn too_many_attempts() -> Response {
-    let failure = TooManyAttempts::failure();
-    let body = serde_json::json!({"errors": [{
-        "message": failure.message.en,
-        "extensions": {"code": "TOO_MANY_ATTEMPTS"},
-    }]});
+    let error =
+        super::errors::request_error(TooManyAttempts::failure().message.en, "TOO_MANY_ATTEMPTS");
     (
         StatusCode::TOO_MANY_REQUESTS,
         [(header::RETRY_AFTER, "60")],
-        Json(body),
+        GraphQLResponse::from(async_graphql::Response::from_errors(vec![error])),
     )
         .into_response()
 }

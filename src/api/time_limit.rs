@@ -7,7 +7,7 @@
 use super::ApiSchema;
 use async_graphql::futures_util::stream::{self, BoxStream, StreamExt};
 use async_graphql::parser::types::{DocumentOperations, OperationType};
-use async_graphql::{Data, ErrorExtensionValues, Executor, Request, Response, ServerError};
+use async_graphql::{Data, Executor, Request, Response};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,17 +20,13 @@ pub struct TimeLimited {
 impl TimeLimited {
     fn timed_out(&self) -> Response {
         tracing::warn!(seconds = self.limit.as_secs(), "a request ran out of time");
-        let mut error = ServerError::new(
+        Response::from_errors(vec![super::errors::request_error(
             format!(
                 "The request took longer than {} s and was stopped",
                 self.limit.as_secs()
             ),
-            None,
-        );
-        let mut extensions = ErrorExtensionValues::default();
-        extensions.set("code", "TIMEOUT");
-        error.extensions = Some(extensions);
-        Response::from_errors(vec![error])
+            "TIMEOUT",
+        )])
     }
 }
 
