@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::domain::clock::Clock;
 use crate::domain::jobs::JobRegistry;
+use crate::domain::locks::ServiceLocks;
 use crate::domain::services::catalogue::Catalogue;
 use crate::domain::services::resources::ResourceSampler;
 use crate::domain::services::{Services, ServicesSetup};
@@ -26,6 +27,8 @@ pub struct App {
     pub services: Services,
     pub rebuilds: Arc<Rebuilds>,
     pub resources: Arc<ResourceSampler>,
+    /// Shared by moves, backups and restores: one at a time per service.
+    pub service_locks: Arc<ServiceLocks>,
 }
 
 impl App {
@@ -97,6 +100,7 @@ impl App {
             services,
             rebuilds,
             resources,
+            service_locks: Arc::new(ServiceLocks::default()),
         }))
     }
 }

@@ -4,6 +4,7 @@ pub mod clock;
 pub mod error;
 pub mod i18n;
 pub mod jobs;
+pub mod locks;
 pub mod services;
 pub mod system;
 pub mod tokens;
