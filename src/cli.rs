@@ -81,7 +81,9 @@ pub enum Command {
     /// Serve the GraphQL API
     Serve {
         /// TEST SCAFFOLDING: listen on this unix socket for test hooks
-        /// (moving the daemon's clock). Never set in production.
+        /// (moving the daemon's clock). Only in builds with the
+        /// `test-hooks` feature, which a server's binary never has.
+        #[cfg(feature = "test-hooks")]
         #[arg(long, hide = true)]
         test_hooks_socket: Option<PathBuf>,
     },
@@ -147,7 +149,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: ok", file.display());
             Ok(())
         }
-        Command::Serve { test_hooks_socket } => {
+        Command::Serve {
+            #[cfg(feature = "test-hooks")]
+            test_hooks_socket,
+        } => {
+            #[cfg(not(feature = "test-hooks"))]
+            let test_hooks_socket = None;
             let config = cli.settings.resolve()?;
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {

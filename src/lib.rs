@@ -12,4 +12,6 @@ pub mod config;
 pub mod domain;
 pub mod os;
 pub mod state;
+/// Test scaffolding, only in builds with the `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
 pub mod test_hooks;

@@ -53,9 +53,15 @@ pub async fn serve(app: Arc<App>, test_hooks_socket: Option<PathBuf>) -> anyhow:
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", app.config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "serving the SelfPrivacy API");
+    #[cfg(feature = "test-hooks")]
     if let Some(path) = test_hooks_socket {
         crate::test_hooks::spawn(path, app.clone())?;
     }
+    #[cfg(not(feature = "test-hooks"))]
+    anyhow::ensure!(
+        test_hooks_socket.is_none(),
+        "test hooks are not built into this binary"
+    );
     spawn_housekeeping(app.clone());
     let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
