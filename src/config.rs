@@ -52,6 +52,12 @@ pub struct Config {
     /// scripts from a public CDN (unpinned, without integrity hashes) on
     /// the origin where the owner types a token.
     pub graphiql: bool,
+    /// Open websockets at most, in all; one more is refused (503) before
+    /// it is upgraded.
+    pub max_websockets: usize,
+    /// Open websockets at most from one client (its address, or nginx's
+    /// X-Real-IP); one more is refused (429). A phone keeps one or two.
+    pub max_websockets_per_client: usize,
 }
 
 impl Default for Config {
@@ -76,6 +82,8 @@ impl Default for Config {
             rollback_unit: "sp-nixos-rollback.service".into(),
             system_profile: PathBuf::from("/nix/var/nix/profiles/system"),
             graphiql: false,
+            max_websockets: 1024,
+            max_websockets_per_client: 32,
         }
     }
 }

@@ -6,6 +6,7 @@ use super::auth::{ClientId, PresentedToken};
 use super::build_schema;
 use super::time_limit::TimeLimited;
 use super::types::api::API_VERSION;
+use super::websocket::{SlotRefusal, SocketSlots};
 use crate::app::App;
 use crate::domain::i18n::Locale;
 use crate::domain::tokens::{Caller, TooManyAttempts};
@@ -31,6 +32,7 @@ struct Shared {
     app: Arc<App>,
     /// The schema, every request under the configured time limit.
     executor: TimeLimited,
+    sockets: Arc<SocketSlots>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -39,12 +41,20 @@ pub fn router(app: Arc<App>) -> Router {
         limit: Duration::from_secs(app.config.request_timeout_secs),
     };
     let limit = app.config.max_body_bytes;
+    let sockets = SocketSlots::new(
+        app.config.max_websockets,
+        app.config.max_websockets_per_client,
+    );
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/api/version", get(version))
         .layer(RequestBodyLimitLayer::new(limit))
         .layer(middleware::from_fn(refuse_token_in_url))
-        .with_state(Shared { app, executor })
+        .with_state(Shared {
+            app,
+            executor,
+            sockets,
+        })
 }
 
 /// Serves until SIGTERM or SIGINT, telling systemd when it is ready.
@@ -289,6 +299,23 @@ async fn websocket(
     protocol: WebSocketProtocols,
 ) -> Response {
     let client = client_id(peer, &headers);
+    let slot = match shared.sockets.try_open(&client.0) {
+        Ok(slot) => slot,
+        Err(SlotRefusal::TooManyInAll) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many open websockets on this server; try again later",
+            )
+                .into_response();
+        }
+        Err(SlotRefusal::TooManyFromClient) => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many open websockets from this client; close one first",
+            )
+                .into_response();
+        }
+    };
     let header_caller = match check_token(&shared.app, &client, header_token(&headers)).await {
         Ok(caller) => caller,
         Err(Refusal::Wrong) => return (StatusCode::UNAUTHORIZED, "Invalid token").into_response(),
@@ -308,7 +335,9 @@ async fn websocket(
         .max_message_size(limit)
         .max_frame_size(limit)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
+        .on_upgrade(move |socket| async move {
+            // Held while the socket is open.
+            let _slot = slot;
             super::websocket::serve(
                 socket,
                 shared.executor.clone(),
@@ -335,6 +364,7 @@ async fn websocket(
                     Ok(data)
                 },
             )
+            .await
         })
 }
 

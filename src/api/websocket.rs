@@ -19,13 +19,76 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub const MAX_OPERATIONS_IN_FLIGHT: usize = 16;
+
+/// How many websockets are open, in all and per client, so that neither
+/// one client nor many can hold an unbounded number.
+pub struct SocketSlots {
+    total: usize,
+    per_client: usize,
+    open: Mutex<(usize, HashMap<String, usize>)>,
+}
+
+/// Why a websocket was refused before its upgrade.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SlotRefusal {
+    TooManyInAll,
+    TooManyFromClient,
+}
+
+/// One open websocket; its slot is given back when dropped.
+pub struct SocketSlot {
+    slots: Arc<SocketSlots>,
+    client: String,
+}
+
+impl SocketSlots {
+    pub fn new(total: usize, per_client: usize) -> Arc<Self> {
+        Arc::new(SocketSlots {
+            total,
+            per_client,
+            open: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    pub fn try_open(self: &Arc<Self>, client: &str) -> Result<SocketSlot, SlotRefusal> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (all, by_client) = &mut *open;
+        if *all >= self.total {
+            return Err(SlotRefusal::TooManyInAll);
+        }
+        let mine = by_client.entry(client.to_owned()).or_default();
+        if *mine >= self.per_client {
+            return Err(SlotRefusal::TooManyFromClient);
+        }
+        *mine += 1;
+        *all += 1;
+        Ok(SocketSlot {
+            slots: self.clone(),
+            client: client.to_owned(),
+        })
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (all, by_client) = &mut *open;
+        *all -= 1;
+        if let Some(mine) = by_client.get_mut(&self.client) {
+            *mine -= 1;
+            if *mine == 0 {
+                by_client.remove(&self.client);
+            }
+        }
+    }
+}
 pub const CONNECTION_INIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A close the server sends: code and reason.
@@ -292,6 +355,22 @@ pub async fn serve<E, OnInit, OnInitFut>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket_slots_cap_each_client_and_the_total_and_come_back_when_closed() {
+        let slots = SocketSlots::new(3, 2);
+        let a1 = slots.try_open("a").unwrap();
+        let _a2 = slots.try_open("a").unwrap();
+        assert_eq!(
+            slots.try_open("a").err(),
+            Some(SlotRefusal::TooManyFromClient)
+        );
+        let _b1 = slots.try_open("b").unwrap();
+        assert_eq!(slots.try_open("c").err(), Some(SlotRefusal::TooManyInAll));
+        drop(a1);
+        let _c1 = slots.try_open("c").unwrap();
+        assert_eq!(slots.try_open("a").err(), Some(SlotRefusal::TooManyInAll));
+    }
 
     fn transport() -> Guard {
         Guard::new(WebSocketProtocols::GraphQLWS)

@@ -4,7 +4,7 @@ use crate::jobs::start_test_job;
 use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -476,4 +476,43 @@ async fn websocket_operations_run_under_the_time_limit_and_subscriptions_do_not(
     start_test_job(&daemon).await;
     let lists = follow_test_job(&mut socket, "next").await;
     assert!(!lists.is_empty());
+}
+
+/// The upgrade answer for a websocket from the client at `real_ip` (nginx's
+/// X-Real-IP): Ok with the open socket, or the HTTP status it was refused with.
+async fn open_from(daemon: &Daemon, real_ip: &str) -> Result<Socket, u16> {
+    let mut request = upgrade_request(daemon, "graphql-transport-ws", None);
+    request
+        .headers_mut()
+        .insert("X-Real-IP", real_ip.parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(other) => panic!("websocket from {real_ip}: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn open_websockets_are_capped_per_client_and_in_all() {
+    let daemon =
+        Daemon::start_with_config("max_websockets = 3\nmax_websockets_per_client = 2\n").await;
+    let first = open_from(&daemon, "10.0.0.1").await.unwrap();
+    let _second = open_from(&daemon, "10.0.0.1").await.unwrap();
+    assert_eq!(open_from(&daemon, "10.0.0.1").await.err(), Some(429));
+    let _third = open_from(&daemon, "10.0.0.2").await.unwrap();
+    assert_eq!(open_from(&daemon, "10.0.0.3").await.err(), Some(503));
+    // A closed socket gives its slot back.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let _fourth = loop {
+        match open_from(&daemon, "10.0.0.3").await {
+            Ok(socket) => break socket,
+            Err(503) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(status) => panic!("the freed slot was not given back: {status}"),
+        }
+    };
 }
