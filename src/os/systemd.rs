@@ -93,6 +93,8 @@ pub enum SystemdError {
     Bus(#[from] zbus::Error),
     #[error("D-Bus: {0}")]
     Fdo(#[from] zbus::fdo::Error),
+    #[error("systemd is unreachable (reconnecting in the background): {0}")]
+    Unreachable(String),
 }
 
 struct Cache {
@@ -177,6 +179,9 @@ pub struct Systemd {
     /// stall the connection.
     stale: tokio::sync::mpsc::UnboundedSender<Stale>,
     job_ends: Arc<Mutex<JobEnds>>,
+    /// Set when a signal stream ends: the connection is gone (the bus
+    /// restarted, or systemd went away), and [`SystemdLink`] makes another.
+    lost: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 enum Stale {
@@ -192,6 +197,17 @@ impl Systemd {
         address: Option<&str>,
         call_timeout: Duration,
     ) -> Result<Systemd, SystemdError> {
+        Self::connect_following(address, call_timeout, Vec::new()).await
+    }
+
+    /// Connects as [`Systemd::connect`], following `units` from the start
+    /// with their last known states, each read again at once: what a new
+    /// connection after a lost one needs.
+    async fn connect_following(
+        address: Option<&str>,
+        call_timeout: Duration,
+        units: Vec<(String, Option<UnitState>)>,
+    ) -> Result<Systemd, SystemdError> {
         let builder = match address {
             Some(address) => zbus::connection::Builder::address(address)?,
             None => zbus::connection::Builder::system()?,
@@ -204,17 +220,25 @@ impl Systemd {
                     zbus::Error::InputOutput(Arc::new(std::io::ErrorKind::TimedOut.into()))
                 })??;
         let (stale, stale_units) = tokio::sync::mpsc::unbounded_channel();
+        let followed = !units.is_empty();
         let systemd = Systemd {
             connection,
             cache: Arc::new(RwLock::new(Cache {
-                units: HashMap::new(),
+                units: units
+                    .into_iter()
+                    .map(|(name, state)| (name, Tracked { state }))
+                    .collect(),
             })),
             stale,
             job_ends: Arc::default(),
+            lost: Arc::new(tokio::sync::watch::channel(false).0),
         };
         systemd.manager().await?.subscribe().await?;
         systemd.spawn_refresher(stale_units);
         systemd.follow_changes().await?;
+        if followed {
+            systemd.mark_stale(Stale::All);
+        }
         Ok(systemd)
     }
 
@@ -329,6 +353,30 @@ impl Systemd {
         })
     }
 
+    /// Returns once the connection is gone.
+    async fn wait_lost(&self) {
+        let mut lost = self.lost.subscribe();
+        let _ = lost.wait_for(|lost| *lost).await;
+    }
+
+    /// The followed units with their last known states.
+    fn snapshot(&self) -> Vec<(String, Option<UnitState>)> {
+        self.read_cache()
+            .units
+            .iter()
+            .map(|(name, tracked)| (name.clone(), tracked.state.clone()))
+            .collect()
+    }
+
+    /// States from the cache only, no D-Bus call: what is known.
+    fn cached_states(&self, names: &[String]) -> HashMap<String, UnitState> {
+        let cache = self.read_cache();
+        names
+            .iter()
+            .filter_map(|n| Some((n.clone(), cache.units.get(n)?.state.clone()?)))
+            .collect()
+    }
+
     /// Units the cache follows.
     fn tracked(&self) -> Vec<String> {
         self.read_cache().units.keys().cloned().collect()
@@ -376,7 +424,8 @@ impl Systemd {
                 }
                 this.mark_stale(Stale::Unit(name));
             }
-            tracing::error!("systemd property change stream ended");
+            tracing::warn!("systemd property change stream ended");
+            this.lost.send_replace(true);
         });
 
         let manager = self.manager().await?;
@@ -419,7 +468,8 @@ impl Systemd {
                 }
             }
             this.job_ends().close();
-            tracing::error!("systemd manager signal stream ended");
+            tracing::warn!("systemd manager signal stream ended");
+            this.lost.send_replace(true);
         });
         Ok(())
     }
@@ -528,20 +578,37 @@ pub fn unit_name_from_path(path: &str) -> Option<String> {
     String::from_utf8(name).ok()
 }
 
-/// The systemd connection, made on first use and kept: the daemon starts
-/// (and answers what it can) even while the bus is unreachable.
+/// The systemd connection: made on first use, watched, and made again with
+/// backoff whenever it is lost (the bus restarted), following the same
+/// units. Requests never wait for a connection attempt after the first:
+/// while systemd is unreachable they get an error at once, and unit states
+/// come from what was last known.
 pub struct SystemdLink {
     address: Option<String>,
     call_timeout: Duration,
-    connection: tokio::sync::OnceCell<Systemd>,
+    /// The live connection, or the last one (lost) until another is made.
+    current: Arc<RwLock<Option<Current>>>,
+    /// Started by the first use, which waits for the first attempt.
+    supervisor: tokio::sync::OnceCell<()>,
 }
+
+#[derive(Clone)]
+struct Current {
+    systemd: Systemd,
+    connected: bool,
+}
+
+/// Waits between attempts to reconnect: doubling up to the last.
+const RECONNECT_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(30));
 
 impl SystemdLink {
     pub fn new(address: Option<String>) -> Self {
         SystemdLink {
             address,
             call_timeout: DEFAULT_CALL_TIMEOUT,
-            connection: tokio::sync::OnceCell::new(),
+            current: Arc::default(),
+            supervisor: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -551,11 +618,104 @@ impl SystemdLink {
         self
     }
 
-    pub async fn get(&self) -> Result<&Systemd, SystemdError> {
-        self.connection
-            .get_or_try_init(|| Systemd::connect(self.address.as_deref(), self.call_timeout))
-            .await
+    /// The live connection, or an error at once if there is none now.
+    pub async fn get(&self) -> Result<Systemd, SystemdError> {
+        self.supervisor.get_or_init(|| self.start()).await;
+        match self.read_current() {
+            Some(Current {
+                systemd,
+                connected: true,
+            }) => Ok(systemd),
+            _ => Err(SystemdError::Unreachable(
+                "no connection to the system bus".into(),
+            )),
+        }
     }
+
+    /// Unit states: live while connected; while not, the last known ones
+    /// (a unit never read is left out), without waiting.
+    pub async fn unit_states(&self, names: &[String]) -> HashMap<String, UnitState> {
+        if let Ok(systemd) = self.get().await {
+            return systemd.unit_states(names).await;
+        }
+        self.read_current()
+            .map(|current| current.systemd.cached_states(names))
+            .unwrap_or_default()
+    }
+
+    fn read_current(&self) -> Option<Current> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The first attempt, then a task that watches the connection and
+    /// reconnects whenever it is lost or was never made.
+    async fn start(&self) {
+        let address = self.address.clone();
+        let timeout = self.call_timeout;
+        let current = self.current.clone();
+        let first = Systemd::connect(address.as_deref(), timeout).await;
+        let mut failing = match first {
+            Ok(systemd) => {
+                store(&current, systemd);
+                false
+            }
+            Err(e) => {
+                tracing::warn!("cannot connect to systemd: {e}; retrying in the background");
+                true
+            }
+        };
+        tokio::spawn(async move {
+            let mut backoff = RECONNECT_BACKOFF.0;
+            loop {
+                let live = current
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+                    .filter(|c| c.connected);
+                if let Some(live) = live {
+                    live.systemd.wait_lost().await;
+                    tracing::warn!("lost the connection to systemd; reconnecting");
+                    if let Some(c) = current.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                        c.connected = false;
+                    }
+                    backoff = RECONNECT_BACKOFF.0;
+                }
+                tokio::time::sleep(backoff).await;
+                let units = current
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map(|c| c.systemd.snapshot())
+                    .unwrap_or_default();
+                match Systemd::connect_following(address.as_deref(), timeout, units).await {
+                    Ok(systemd) => {
+                        if failing {
+                            tracing::info!("connected to systemd again");
+                        }
+                        failing = false;
+                        store(&current, systemd);
+                    }
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!("cannot connect to systemd: {e}; retrying");
+                        }
+                        failing = true;
+                        backoff = (backoff * 2).min(RECONNECT_BACKOFF.1);
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn store(current: &RwLock<Option<Current>>, systemd: Systemd) {
+    *current.write().unwrap_or_else(|e| e.into_inner()) = Some(Current {
+        systemd,
+        connected: true,
+    });
 }
 
 /// What a slice's cgroup reports. systemd gives `u64::MAX` for a value

@@ -1,6 +1,7 @@
 //! The D-Bus adapter never hangs the daemon, against the testbed's real
 //! systemd: a call systemd does not answer times out, and a flood of job
-//! signals while jobs are started never stalls the connection.
+//! signals while jobs are started never stalls the connection; a bus that
+//! restarts is reconnected to, and the units followed before are again.
 
 use crate::testbed::{Setup, Testbed};
 use selfprivacy_api::os::systemd::{JobOutcome, SystemdLink, UnitAction};
@@ -130,4 +131,56 @@ async fn a_flood_of_job_signals_never_stalls_the_connection() {
     assert!(restarts > 5, "only {restarts} restarts in 10 s");
     let states = systemd.unit_states(&["probe.service".to_owned()]).await;
     assert_eq!(states["probe.service"].active_state, "active");
+}
+
+/// Waits (with a deadline) until `probe.service` is reported in `state`.
+async fn wait_for_probe(link: &SystemdLink, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let states = link.unit_states(&["probe.service".to_owned()]).await;
+        let now = states.get("probe.service").map(|s| s.active_state.clone());
+        if now.as_deref() == Some(state) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "probe.service is {now:?}, not {state}, 20 s on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_bus_is_reconnected_to_and_followed_units_stay_fresh() {
+    let testbed = bare_testbed();
+    testbed.run(&["systemd-run", "--unit=probe", "sleep", "600"]);
+    let link = SystemdLink::new(Some(testbed.env["TESTBED_DBUS_ADDRESS"].clone()));
+    wait_for_probe(&link, "active").await;
+
+    testbed.run(&["systemctl", "restart", "dbus.service"]);
+    // Meanwhile: answers at once, from what was last known.
+    let started = Instant::now();
+    let states = link.unit_states(&["probe.service".to_owned()]).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(states["probe.service"].active_state, "active");
+
+    // Reconnected: a change made now reaches the followed unit's state
+    // (signals subscribed again), and calls work.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while link.get().await.is_err() {
+        assert!(Instant::now() < deadline, "not reconnected within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    testbed.run(&["systemctl", "stop", "probe.service"]);
+    wait_for_probe(&link, "inactive").await;
+    let systemd = link.get().await.unwrap();
+    let outcome = systemd
+        .run_job(UnitAction::Start, "dbus.service", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(outcome, JobOutcome::Done);
 }

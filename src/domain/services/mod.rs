@@ -176,16 +176,12 @@ impl Services {
             .userdata
             .read()
             .map_err(|e| Failure::internal("reading userdata", e))?;
-        let systemd = self
-            .systemd
-            .get()
-            .await
-            .map_err(|e| Failure::internal("connecting to systemd", e))?;
         let units: Vec<String> = definitions
             .iter()
             .flat_map(|d| d.meta.systemd_services.iter().cloned())
             .collect();
-        let states = systemd.unit_states(&units).await;
+        // While systemd is unreachable: what was last known, at once.
+        let states = self.systemd.unit_states(&units).await;
         let domain = userdata["domain"].as_str().map(str::to_owned);
         let uses_binds = userdata["useBinds"].as_bool().unwrap_or(false);
         Ok(definitions

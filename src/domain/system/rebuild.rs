@@ -538,7 +538,7 @@ impl Rebuilds {
             }
             if tokio::time::Instant::now() >= deadline {
                 // As a run that times out: the unit is stopped first.
-                return self.report(systemd, &unit, Ok(JobOutcome::TimedOut)).await;
+                return self.report(&systemd, &unit, Ok(JobOutcome::TimedOut)).await;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -563,7 +563,7 @@ impl Rebuilds {
                 ));
             }
         };
-        self.report(systemd, &unit, Ok(outcome)).await
+        self.report(&systemd, &unit, Ok(outcome)).await
     }
 
     fn spawn_run(self: &Arc<Self>, kind: RebuildKind, uid: String) {
@@ -749,7 +749,7 @@ impl Rebuilds {
             }
         };
         drop(follower);
-        self.report(systemd, &unit, outcome).await
+        self.report(&systemd, &unit, outcome).await
     }
 
     /// How the unit's run ended: success, or the error with the unit's
