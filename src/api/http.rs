@@ -59,6 +59,7 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// Serves until SIGTERM or SIGINT, telling systemd when it is ready.
 pub async fn serve(app: Arc<App>, test_hooks_socket: Option<PathBuf>) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(app.config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", app.config.listen))?;
@@ -77,7 +78,7 @@ pub async fn serve(app: Arc<App>, test_hooks_socket: Option<PathBuf>) -> anyhow:
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, service).with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        shutdown.await;
         let _ = stop_tx.send(());
     });
     let mut server = std::pin::pin!(server.into_future());
@@ -95,15 +96,20 @@ pub async fn serve(app: Arc<App>, test_hooks_socket: Option<PathBuf>) -> anyhow:
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed now, not at
+/// the first poll: the server may answer (and be sent SIGTERM) before it
+/// polls its shutdown future, and an uninstalled handler means death.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
-    tracing::info!("shutting down");
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::info!("shutting down");
+    })
 }
 
 fn spawn_housekeeping(app: Arc<App>) {
