@@ -52,6 +52,9 @@ pub struct Config {
     /// scripts from a public CDN (unpinned, without integrity hashes) on
     /// the origin where the owner types a token.
     pub graphiql: bool,
+    /// The control socket `backup run-due` talks to (root only, 0600);
+    /// default `control.sock` in the state directory.
+    pub control_socket: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -76,11 +79,18 @@ impl Default for Config {
             rollback_unit: "sp-nixos-rollback.service".into(),
             system_profile: PathBuf::from("/nix/var/nix/profiles/system"),
             graphiql: false,
+            control_socket: None,
         }
     }
 }
 
 impl Config {
+    pub fn control_socket_path(&self) -> PathBuf {
+        self.control_socket
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("control.sock"))
+    }
+
     /// Loads `file`, or the default file if it exists, or the defaults.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let (path, required) = match file {

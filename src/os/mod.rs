@@ -10,3 +10,4 @@ pub mod network;
 pub mod sp_modules;
 pub mod systemd;
 pub mod userdata;
+pub mod control_socket;
