@@ -3,6 +3,7 @@
 //! userdata file, the sp-module definitions.
 
 pub mod cgroups;
+pub mod control_socket;
 pub mod disks;
 pub mod files;
 pub mod journal;
@@ -10,4 +11,3 @@ pub mod network;
 pub mod sp_modules;
 pub mod systemd;
 pub mod userdata;
-pub mod control_socket;

@@ -12,6 +12,7 @@ mod jobs;
 mod limits;
 mod modules;
 mod rebuilds;
+mod repo_servers;
 mod resources;
 mod schema;
 mod services;
