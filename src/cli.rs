@@ -228,8 +228,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// What the control socket's `run-due` runs in the daemon. The backups are
 /// not wired in yet: it says so (an error, never an empty success). Wiring:
-/// `run_due(&runner, app.clock.now(), &chrono::Local)` with the backups'
-/// `BackupRunner`, the report as JSON (see domain::autobackup).
+/// `domain::autobackup::control_handler(Arc::new(runner), app.clock.clone())`
+/// with the backups' `BackupRunner`.
 fn run_due_handler(_app: Arc<App>) -> crate::os::control_socket::RunDueFn {
     Arc::new(|| {
         Box::pin(async {

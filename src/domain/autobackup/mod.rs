@@ -9,5 +9,6 @@ mod run;
 pub mod schedule;
 
 pub use run::{
-    AutobackupSettings, BackupFailure, BackupRunner, Outcome, RunDueReport, ServiceReport, run_due,
+    AutobackupSettings, BackupFailure, BackupRunner, Outcome, RunDueReport, ServiceReport,
+    control_handler, run_due,
 };

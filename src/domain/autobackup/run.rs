@@ -3,8 +3,11 @@
 
 use super::quotas::{Quotas, SnapshotRef, snapshots_to_forget};
 use super::schedule::{NotDue, ServiceBackupState, partition_due, period_of};
+use crate::domain::clock::Clock;
+use crate::os::control_socket::RunDueFn;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The owner's automatic backup settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -120,6 +123,21 @@ impl RunDueReport {
         }
         out
     }
+}
+
+/// The control socket's `run-due` over `runner` (what the daemon gives
+/// `ControlSocket::start`): the report as JSON at the clock's time, with
+/// calendar units in the server's time zone.
+pub fn control_handler<R: BackupRunner + 'static>(runner: Arc<R>, clock: Arc<Clock>) -> RunDueFn {
+    Arc::new(move || {
+        let (runner, clock) = (runner.clone(), clock.clone());
+        Box::pin(async move {
+            let report = run_due(runner.as_ref(), clock.now(), &chrono::Local)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            serde_json::to_value(report).map_err(|e| e.to_string())
+        })
+    })
 }
 
 /// Runs the backups due at `now`, one at a time, applying the quotas (in
@@ -553,6 +571,89 @@ mod tests {
         runner.listing_fails = true;
         let error = run_due(&runner, now(), &Utc).await.unwrap_err();
         assert_eq!(error.to_string(), "the catalogue cannot be read");
+    }
+
+    #[tokio::test]
+    async fn the_control_socket_answers_run_due_with_the_report() {
+        use crate::os::control_socket::{ControlSocket, Request, request};
+        // The daemon's clock is the real one: times relative to it.
+        let clock = Arc::new(Clock::default());
+        let (mut a, mut b) = (service("a", None), service("b", None));
+        a.last_backup = Some(clock.now() - Duration::days(2));
+        b.last_backup = Some(clock.now() - Duration::hours(1));
+        let mut runner = backups(daily(Quotas::default()), vec![a, b]);
+        runner.failing.insert("a".into());
+        let runner = Arc::new(runner);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let _socket = ControlSocket::start(
+            &path,
+            control_handler(runner.clone(), Arc::new(Clock::default())),
+        )
+        .unwrap();
+        let answer = tokio::task::spawn_blocking(move || request(&path, &Request::RunDue))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(answer.ok, "{answer:?}");
+        let report: RunDueReport = serde_json::from_value(answer.report.unwrap()).unwrap();
+        assert!(report.failed());
+        assert_eq!(
+            report.render(),
+            format!(
+                "FAILED     a: restic: repository is locked\nskipped    b: backed up at {}, next due at {}\n",
+                runner.services[1]
+                    .last_backup
+                    .unwrap()
+                    .format("%Y-%m-%d %H:%M:%S UTC"),
+                (runner.services[1].last_backup.unwrap() + Duration::days(1))
+                    .format("%Y-%m-%d %H:%M:%S UTC"),
+            )
+        );
+        assert_eq!(calls(&runner), ["backup a"]);
+    }
+
+    #[test]
+    fn the_report_renders_a_line_per_service() {
+        let report = RunDueReport {
+            started_at: now(),
+            period_minutes: Some(60),
+            services: vec![
+                ServiceReport {
+                    service: "a".into(),
+                    outcome: Outcome::BackedUp {
+                        snapshot: "s1".into(),
+                        forgotten: vec!["s0".into()],
+                    },
+                },
+                ServiceReport {
+                    service: "b".into(),
+                    outcome: Outcome::RetentionFailed {
+                        snapshot: "s2".into(),
+                        forgotten: vec![],
+                        error: "locked".into(),
+                    },
+                },
+                ServiceReport {
+                    service: "c".into(),
+                    outcome: Outcome::Skipped {
+                        why: NotDue::AutobackupOff,
+                    },
+                },
+            ],
+        };
+        assert_eq!(
+            report.render(),
+            "backed up  a: snapshot s1, 1 old snapshot(s) forgotten\n\
+             FAILED     b: snapshot s2 made, but the quotas failed after 0 forgotten: locked\n\
+             skipped    c: automatic backups are off\n"
+        );
+        let empty = RunDueReport {
+            services: vec![],
+            ..report
+        };
+        assert_eq!(empty.render(), "no service can be backed up\n");
+        assert!(!empty.failed());
     }
 
     #[test]
