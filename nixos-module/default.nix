@@ -257,12 +257,14 @@ in
     autobackup = {
       enable = mkOption {
         type = types.bool;
-        default = false;
+        default = true;
         description = ''
-          A timer running `selfprivacy-api backup run-due`, which starts the
-          automatic backups that are due. The daemon does not have that
-          subcommand yet (the backups work implements it): turning this on
-          fails the build with an assertion until it does.
+          A timer running `selfprivacy-api backup run-due`, which asks the
+          running daemon to start the automatic backups that are due (so
+          their jobs show in the app) and waits for them. The daemon decides
+          what is due from the owner's autobackupPeriod (null: nothing is).
+          The timer is Persistent: a check missed while the server was off
+          runs at boot, so a missed night is caught up.
         '';
       };
       onCalendar = mkOption {
@@ -280,10 +282,6 @@ in
           {
             assertion = lib.hasPrefix "/var/lib/" settings.state_dir;
             message = "services.selfprivacy-api.settings.state_dir must be under /var/lib/ (it is the unit's StateDirectory).";
-          }
-          {
-            assertion = !cfg.autobackup.enable;
-            message = "services.selfprivacy-api.autobackup.enable: the daemon has no `backup run-due` command yet; leave it off.";
           }
           {
             assertion = cfg.spModules == { } || lib.hasPrefix "/etc/" settings.sp_modules_dir;
@@ -439,22 +437,26 @@ in
       '';
     })
 
-    # For the backups work, which implements `backup run-due` and then
-    # lifts the assertion above (the command talks to the running daemon so
-    # that the jobs show in the app). Asserted off until then.
+    # The daemon runs the backups (its jobs, its locks); this unit only asks
+    # it to, over the control socket, and reports the outcome in the journal.
     (mkIf cfg.autobackup.enable {
       systemd.services.selfprivacy-api-autobackup = {
         description = "SelfPrivacy: run the automatic backups that are due";
+        wants = [ "selfprivacy-api.service" ];
         after = [ "selfprivacy-api.service" ];
-        path = cfg.path;
-        environment = nixEnvironment // {
-          RUST_LOG = cfg.logFilter;
-        };
+        environment.RUST_LOG = cfg.logFilter;
+        # A switch must not cut a run short (the daemon would go on, but the
+        # outcome would be lost from the journal).
+        restartIfChanged = false;
         serviceConfig = {
           Type = "oneshot";
           User = "root";
           UMask = "0077";
           ExecStart = "${cfg.package}/bin/selfprivacy-api backup run-due --config ${configFile}";
+          # The client only talks to a local socket.
+          PrivateNetwork = true;
+          NoNewPrivileges = true;
+          RestrictAddressFamilies = [ "AF_UNIX" ];
         };
       };
       systemd.timers.selfprivacy-api-autobackup = {

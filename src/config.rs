@@ -58,6 +58,9 @@ pub struct Config {
     /// Open websockets at most from one client (its address, or nginx's
     /// X-Real-IP); one more is refused (429). A phone keeps one or two.
     pub max_websockets_per_client: usize,
+    /// The control socket `backup run-due` talks to (root only, 0600);
+    /// default `control.sock` in the state directory.
+    pub control_socket: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -84,11 +87,18 @@ impl Default for Config {
             graphiql: false,
             max_websockets: 1024,
             max_websockets_per_client: 32,
+            control_socket: None,
         }
     }
 }
 
 impl Config {
+    pub fn control_socket_path(&self) -> PathBuf {
+        self.control_socket
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("control.sock"))
+    }
+
     /// Loads `file`, or the default file if it exists, or the defaults.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let (path, required) = match file {

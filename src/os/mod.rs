@@ -3,6 +3,7 @@
 //! userdata file, the sp-module definitions.
 
 pub mod cgroups;
+pub mod control_socket;
 pub mod disks;
 pub mod files;
 pub mod journal;

@@ -6,11 +6,13 @@ mod support;
 
 mod app_operations;
 mod auth;
+mod autobackup;
 mod catalogue;
 mod jobs;
 mod limits;
 mod modules;
 mod rebuilds;
+mod repo_servers;
 mod resources;
 mod schema;
 mod services;
