@@ -12,7 +12,11 @@ use std::time::Duration;
 
 /// The last lines of a command's output, for an error message.
 fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    // git's `hint:` lines are advice for a person at a terminal.
+    let all: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("hint:"))
+        .collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
