@@ -93,6 +93,7 @@ pub struct MaintenanceSetup {
 }
 
 const GC_TYPE: &str = "system.nix.collect_garbage";
+const NIX_DAEMON_SOCKET: &str = "/nix/var/nix/daemon-socket/socket";
 
 impl Maintenance {
     pub fn new(setup: MaintenanceSetup, jobs: Arc<JobRegistry>) -> Self {
@@ -214,7 +215,13 @@ async fn collect(jobs: &JobRegistry, uid: &str, program: &Path, limit: Duration)
         error: Some(text),
         ..Default::default()
     };
-    let done = match command::run(program, &["-d"], None, &[("LC_ALL", "C")], limit).await {
+    // With a nix-daemon (NixOS), go through it: the store is a read-only
+    // mount this daemon's unit may not remount (no new namespaces).
+    let mut env = vec![("LC_ALL", "C")];
+    if Path::new(NIX_DAEMON_SOCKET).exists() {
+        env.push(("NIX_REMOTE", "daemon"));
+    }
+    let done = match command::run(program, &["-d"], None, &env, limit).await {
         Ok(done) => done,
         Err(e) => return failed(command_failure("nix-collect-garbage", e).message),
     };
