@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 const USERDATA: &str = "/etc/nixos/userdata.json";
 const SECRETS: &str = "/etc/selfprivacy/secrets.json";
@@ -412,6 +413,34 @@ async fn nix_garbage_collection_reports_what_it_freed() {
     assert_eq!(
         job["result"], "0 store paths deleted, 0.00 MiB freed",
         "{job}"
+    );
+
+    // With a nix-daemon (as on NixOS) the collection goes through it.
+    testbed.run(&["systemd-run", "--unit=nix-daemon", "/usr/bin/nix-daemon"]);
+    let socket = testbed.path("/nix/var/nix/daemon-socket/socket");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "nix-daemon made no socket");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    testbed.run(&["sh", "-c", "head -c 1048576 /dev/urandom > /tmp/garbage2"]);
+    let path = testbed.run(&["nix-store", "--add", "/tmp/garbage2"]);
+    let r = client
+        .query(&operation("NixCollectGarbage"), json!({}))
+        .await;
+    let uid = r["data"]["system"]["nixCollectGarbage"]["job"]["uid"]
+        .as_str()
+        .unwrap();
+    let job = wait_job_done(&client, uid).await;
+    assert_eq!(
+        job["result"], "1 store paths deleted, 1.00 MiB freed",
+        "{job}"
+    );
+    assert!(!testbed.path(&path).exists(), "the garbage is still there");
+    let daemon_log = testbed.run(&["journalctl", "-u", "nix-daemon", "--no-pager", "-o", "cat"]);
+    assert!(
+        daemon_log.contains("accepted connection"),
+        "the collection did not go through nix-daemon: {daemon_log}"
     );
 }
 
