@@ -263,6 +263,28 @@ async fn the_apps_system_screens_show_real_settings_records_and_versions() {
     std::fs::remove_file(testbed.path("/etc/nixos/.standin-delay")).unwrap();
     let r = client.query("{ system { busy } }", json!({})).await;
     assert_eq!(r["data"]["system"]["busy"], false, "{r}");
+
+    // A failed unit degrades the system: the status says so.
+    let _ = testbed.exec(&[
+        "systemd-run",
+        "--unit=sp-broken",
+        "--property=Type=oneshot",
+        "/usr/bin/false",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while testbed.unit_state("sp-broken") != "failed" {
+        assert!(Instant::now() < deadline, "sp-broken did not fail");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = client
+        .query("{ system { status { severity message } } }", json!({}))
+        .await;
+    let status = &r["data"]["system"]["status"];
+    assert_eq!(status["severity"], "WARNING", "{r}");
+    assert!(
+        status["message"].as_str().unwrap().contains("degraded"),
+        "{r}"
+    );
 }
 
 #[tokio::test]

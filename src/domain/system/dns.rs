@@ -210,6 +210,19 @@ mod tests {
             parse_dkim(pem).unwrap(),
             "v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG"
         );
+        let dir = tempfile::tempdir().unwrap();
+        let records = DnsRecords::new(
+            format!("{}/{{domain}}.selector.txt", dir.path().display()),
+            None,
+            None,
+        );
+        assert_eq!(records.dkim("example.org"), None, "no key file yet");
+        std::fs::write(dir.path().join("example.org.selector.txt"), rspamd).unwrap();
+        assert_eq!(
+            records.dkim("example.org").unwrap(),
+            "v=DKIM1; k=rsa; p=MIGfMA0GCS"
+        );
+        assert_eq!(records.dkim("other.org"), None);
         for broken in [
             "",
             "garbage",
