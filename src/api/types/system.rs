@@ -125,7 +125,8 @@ pub struct SshSettingsInput {
     pub password_authentication: Option<bool>,
 }
 
-#[derive(InputObject, Clone, Debug)]
+// No `Debug`: its tokens must not reach a log by accident.
+#[derive(InputObject, Clone)]
 pub struct SetDnsProviderInput {
     pub provider: DnsProvider,
     pub token: String,
