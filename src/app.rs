@@ -29,6 +29,11 @@ pub struct App {
     pub resources: Arc<ResourceSampler>,
     /// Shared by moves, backups and restores: one at a time per service.
     pub service_locks: Arc<ServiceLocks>,
+    /// Auto-upgrade, SSH, timezone and DNS provider settings.
+    pub system_settings: crate::domain::system::settings::SystemSettings,
+    pub dns_records: crate::domain::system::dns::DnsRecords,
+    /// Pulling the configuration, collecting the Nix store's garbage.
+    pub maintenance: crate::domain::system::maintenance::Maintenance,
 }
 
 impl App {
@@ -90,6 +95,27 @@ impl App {
             PathBuf::from("/sys/fs/cgroup"),
             PathBuf::from("/proc"),
         ));
+        let system_settings = crate::domain::system::settings::SystemSettings::new(
+            config.userdata_file.clone(),
+            rebuilds.clone(),
+            crate::os::zoneinfo::database_dir(config.zoneinfo_dir.as_deref()),
+            config.secrets_file.clone(),
+        );
+        let dns_records = crate::domain::system::dns::DnsRecords::new(
+            config.dkim_key_file.clone(),
+            config.public_ipv4,
+            config.public_ipv6,
+        );
+        let maintenance = crate::domain::system::maintenance::Maintenance::new(
+            crate::domain::system::maintenance::MaintenanceSetup {
+                nixos_config_dir: config.nixos_config_dir.clone(),
+                git: config.git_command.clone(),
+                git_timeout: Duration::from_secs(config.git_pull_timeout_secs),
+                collect_garbage: config.nix_collect_garbage_command.clone(),
+                garbage_timeout: Duration::from_secs(config.garbage_collection_timeout_secs),
+            },
+            jobs.clone(),
+        );
         Ok(Arc::new(App {
             config,
             clock,
@@ -101,6 +127,9 @@ impl App {
             rebuilds,
             resources,
             service_locks: Arc::new(ServiceLocks::default()),
+            system_settings,
+            dns_records,
+            maintenance,
         }))
     }
 }

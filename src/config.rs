@@ -61,6 +61,26 @@ pub struct Config {
     /// The control socket `backup run-due` talks to (root only, 0600);
     /// default `control.sock` in the state directory.
     pub control_socket: Option<PathBuf>,
+    /// The mail server's DKIM public key, in the zone-file form opendkim
+    /// and rspamd write (`{domain}` is replaced by the server's domain).
+    pub dkim_key_file: String,
+    /// Where secrets the NixOS configuration needs (the DNS provider's
+    /// token) are kept: JSON, mode 0600, never in userdata.
+    pub secrets_file: PathBuf,
+    /// The running NixOS's version (`nixos-version` of the current system),
+    /// else the `PRETTY_NAME` of the os-release file.
+    pub nixos_version_file: PathBuf,
+    pub os_release_file: PathBuf,
+    /// The tz database timezones are checked against (default: the first
+    /// of /etc/zoneinfo, NixOS's, and /usr/share/zoneinfo that exists).
+    pub zoneinfo_dir: Option<PathBuf>,
+    /// The commands `pullRepositoryChanges` and `nixCollectGarbage` run.
+    pub git_command: PathBuf,
+    pub nix_collect_garbage_command: PathBuf,
+    /// How long a `git pull` of the configuration may take.
+    pub git_pull_timeout_secs: u64,
+    /// How long a garbage collection may take.
+    pub garbage_collection_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -88,6 +108,15 @@ impl Default for Config {
             max_websockets: 1024,
             max_websockets_per_client: 32,
             control_socket: None,
+            dkim_key_file: "/var/dkim/{domain}.selector.txt".into(),
+            secrets_file: PathBuf::from("/etc/selfprivacy/secrets.json"),
+            nixos_version_file: PathBuf::from("/run/current-system/nixos-version"),
+            os_release_file: PathBuf::from("/etc/os-release"),
+            zoneinfo_dir: None,
+            git_command: PathBuf::from("git"),
+            nix_collect_garbage_command: PathBuf::from("nix-collect-garbage"),
+            git_pull_timeout_secs: 120,
+            garbage_collection_timeout_secs: 3600,
         }
     }
 }

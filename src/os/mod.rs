@@ -3,11 +3,14 @@
 //! userdata file, the sp-module definitions.
 
 pub mod cgroups;
+pub mod command;
 pub mod control_socket;
 pub mod disks;
 pub mod files;
 pub mod journal;
 pub mod network;
+pub mod secrets;
 pub mod sp_modules;
 pub mod systemd;
 pub mod userdata;
+pub mod zoneinfo;

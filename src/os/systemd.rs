@@ -31,6 +31,10 @@ trait Manager {
     fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    #[zbus(property)]
+    fn system_state(&self) -> zbus::Result<String>;
+    #[zbus(property, name = "NFailedUnits")]
+    fn n_failed_units(&self) -> zbus::Result<u32>;
 
     #[zbus(signal)]
     fn job_removed(
@@ -519,6 +523,19 @@ impl Systemd {
             .start_unit("reboot.target", "replace-irreversibly")
             .await?;
         Ok(())
+    }
+
+    /// The manager's `SystemState` (`running`, `degraded`, `starting`...)
+    /// and how many units have failed.
+    pub async fn system_state(&self) -> Result<(String, u32), SystemdError> {
+        let manager = ManagerProxy::builder(&self.connection)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await?;
+        Ok((
+            manager.system_state().await?,
+            manager.n_failed_units().await?,
+        ))
     }
 
     /// A unit's properties of one interface (`Slice`, `Service`...).

@@ -16,6 +16,7 @@ mod repo_servers;
 mod resources;
 mod schema;
 mod services;
+mod system;
 mod systemd_bus;
 mod testbed;
 mod tokens;

@@ -1,3 +1,7 @@
 //! The system as a whole: rebuilds of the NixOS configuration, reboot.
 
+pub mod dns;
+pub mod info;
+pub mod maintenance;
 pub mod rebuild;
+pub mod settings;
