@@ -10,6 +10,7 @@ use crate::domain::services::resources::ResourceSampler;
 use crate::domain::services::{Services, ServicesSetup};
 use crate::domain::system::rebuild::{AppliedConfig, RebuildKind, RebuildUnits, Rebuilds};
 use crate::domain::tokens::{AuthThrottle, TokenService};
+use crate::domain::users::Users;
 use crate::os::systemd::SystemdLink;
 use crate::os::userdata::UserdataFile;
 use crate::state::Store;
@@ -29,12 +30,15 @@ pub struct App {
     pub resources: Arc<ResourceSampler>,
     /// Shared by moves, backups and restores: one at a time per service.
     pub service_locks: Arc<ServiceLocks>,
+    pub users: Users,
+    pub email_passwords: Arc<crate::domain::users::email_passwords::EmailPasswords>,
 }
 
 impl App {
     pub fn open(config: Config) -> anyhow::Result<Arc<App>> {
         let store = Arc::new(Store::open(&config.state_dir)?);
         let clock = Arc::new(Clock::default());
+        let users_store = store.clone();
         let tokens = TokenService::load(store.clone(), clock.clone())?;
         let jobs = Arc::new(JobRegistry::load(store, clock.clone(), |job| {
             RebuildKind::of_job(&job.type_id).is_some()
@@ -69,6 +73,20 @@ impl App {
             Duration::from_millis(config.rebuild_debounce_ms),
             applied,
         ));
+        let users =
+            crate::domain::users::open(&config, applied_userdata.clone(), rebuilds.clone())?;
+        let email_passwords = Arc::new(crate::domain::users::email_passwords::EmailPasswords::new(
+            users_store,
+            clock.clone(),
+        ));
+        if let Some(socket) = &config.mail_auth_socket {
+            let checker = email_passwords.clone();
+            crate::os::mail_auth_socket::spawn(
+                socket.clone(),
+                config.mail_auth_group.clone(),
+                Arc::new(move |user: &str, password: &str| checker.check(user, password)),
+            );
+        }
         let services = Services::new(
             Catalogue::new(config.sp_modules_dir.clone()),
             applied_userdata,
@@ -101,6 +119,8 @@ impl App {
             rebuilds,
             resources,
             service_locks: Arc::new(ServiceLocks::default()),
+            users,
+            email_passwords,
         }))
     }
 }

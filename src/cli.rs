@@ -88,6 +88,9 @@ pub enum Command {
     /// Manage device tokens
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage email passwords (passwords for a user's mail clients)
+    #[command(subcommand)]
+    EmailPassword(EmailPasswordCommand),
     /// Print the GraphQL schema (SDL) this daemon serves
     ExportSchema,
     /// Check a configuration file as `serve` would read it (the NixOS
@@ -113,6 +116,19 @@ pub enum TokenCommand {
     },
     /// List the devices that have tokens
     List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EmailPasswordCommand {
+    /// Create an email password for a user and print it (only the
+    /// password; it is not shown again)
+    New {
+        #[arg(long)]
+        user: String,
+        /// What the password is for (e.g. the mail client's device)
+        #[arg(long)]
+        name: String,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -154,6 +170,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let app = App::open(config)?;
                 crate::api::http::serve(app, test_hooks_socket).await
             })
+        }
+        Command::EmailPassword(EmailPasswordCommand::New { user, name }) => {
+            let config = cli.settings.resolve()?;
+            let store = Arc::new(Store::open(&config.state_dir)?);
+            let passwords = crate::domain::users::email_passwords::EmailPasswords::new(
+                store,
+                Arc::new(Clock::default()),
+            );
+            let (_, password) = passwords.create(&user, &name, None)?;
+            println!("{password}");
+            Ok(())
         }
         Command::Token(command) => {
             let config = cli.settings.resolve()?;

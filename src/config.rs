@@ -52,6 +52,28 @@ pub struct Config {
     /// scripts from a public CDN (unpinned, without integrity hashes) on
     /// the origin where the owner types a token.
     pub graphiql: bool,
+    /// Where accounts live: `json` (userdata.json, servers without an
+    /// identity provider) or `kanidm`.
+    pub users_backend: UsersBackend,
+    /// Kanidm's REST API (a loopback URL skips the certificate check).
+    pub kanidm_url: String,
+    /// A file holding the API token of a Kanidm service account allowed to
+    /// manage people and groups (read at each request).
+    pub kanidm_token_file: PathBuf,
+    /// The system's accounts: new users must not clash with them.
+    pub passwd_file: PathBuf,
+    /// The unix socket where the mail server checks email passwords (off
+    /// when unset); only `mail_auth_group` may connect to it.
+    pub mail_auth_socket: Option<PathBuf>,
+    pub mail_auth_group: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UsersBackend {
+    #[default]
+    Json,
+    Kanidm,
 }
 
 impl Default for Config {
@@ -76,6 +98,12 @@ impl Default for Config {
             rollback_unit: "sp-nixos-rollback.service".into(),
             system_profile: PathBuf::from("/nix/var/nix/profiles/system"),
             graphiql: false,
+            users_backend: UsersBackend::Json,
+            kanidm_url: "https://127.0.0.1:3013".into(),
+            kanidm_token_file: PathBuf::from("/run/keys/selfprivacy-api/kanidm-admin-token"),
+            passwd_file: PathBuf::from("/etc/passwd"),
+            mail_auth_socket: None,
+            mail_auth_group: "dovecot2".into(),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod cgroups;
 pub mod disks;
 pub mod files;
 pub mod journal;
+pub mod mail_auth_socket;
 pub mod network;
 pub mod sp_modules;
 pub mod systemd;

@@ -17,4 +17,5 @@ mod services;
 mod systemd_bus;
 mod testbed;
 mod tokens;
+mod users;
 mod websockets;
