@@ -463,6 +463,11 @@ struct KanidmStandIn {
 
 impl KanidmStandIn {
     fn start() -> KanidmStandIn {
+        KanidmStandIn::start_with(&[])
+    }
+
+    /// With extra arguments (`--tls-cert`, `--tls-key`).
+    fn start_with(extra: &[&str]) -> KanidmStandIn {
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, "admin-token-1\n").unwrap();
@@ -481,6 +486,7 @@ impl KanidmStandIn {
             .arg(&token_file)
             .arg("--seed")
             .arg(&seed)
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -837,6 +843,60 @@ async fn email_passwords_are_checked_over_a_group_only_socket_with_a_rate_limit(
         .await;
     assert_eq!(
         r["data"]["emailPasswordMetadataMutations"]["deleteEmailPassword"]["code"], 404,
+        "{r}"
+    );
+}
+
+/// Kanidm serves HTTPS only, with a certificate for its public name: on a
+/// loopback URL the daemon connects without checking it.
+#[tokio::test]
+async fn kanidm_over_https_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=auth.example.org",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kanidm = KanidmStandIn::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let daemon = Daemon::start_with_config(&format!(
+        "users_backend = \"kanidm\"\nkanidm_url = \"https://127.0.0.1:{}\"\n\
+         kanidm_token_file = \"{}\"\n",
+        kanidm.port,
+        kanidm.token_file.display()
+    ))
+    .await;
+    let r = daemon.query(&operation("AllUsers"), json!({})).await;
+    assert_no_errors(&r);
+    assert_eq!(
+        r["data"]["users"]["allUsers"][0]["username"], "owner",
         "{r}"
     );
 }
