@@ -143,3 +143,20 @@ mod tests {
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
     }
 }
+
+#[cfg(test)]
+mod users_settings_tests {
+    use super::*;
+
+    #[test]
+    fn users_backend_is_json_or_kanidm() {
+        assert_eq!(Config::default().users_backend, UsersBackend::Json);
+        let config: Config = toml::from_str(
+            "users_backend = \"kanidm\"\nkanidm_token_file = \"/run/t\"\nmail_auth_socket = \"/run/m.sock\"",
+        )
+        .unwrap();
+        assert_eq!(config.users_backend, UsersBackend::Kanidm);
+        assert_eq!(config.mail_auth_socket, Some(PathBuf::from("/run/m.sock")));
+        assert!(toml::from_str::<Config>("users_backend = \"ldap\"").is_err());
+    }
+}
