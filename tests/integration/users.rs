@@ -603,6 +603,19 @@ async fn the_apps_user_operations_on_kanidm() {
     .await;
     assert_eq!(again["code"], 409, "{again}");
 
+    // A group that does not exist: refused, and no half-made user left.
+    let refused = users_mutation(
+        &daemon,
+        "CreateUser",
+        json!({"user": {"username": "frank", "directmemberof": ["no.such.group"]}}),
+    )
+    .await;
+    assert_eq!(refused["code"], 404, "{refused}");
+    let r = daemon
+        .query(&operation("GetUser"), json!({"username": "frank"}))
+        .await;
+    assert!(r["data"]["users"]["getUser"].is_null(), "{r}");
+
     let updated = users_mutation(
         &daemon,
         "UpdateUser",

@@ -304,7 +304,15 @@ impl UserRepository for KanidmUsers {
         groups.extend(input.directmemberof.iter().flatten().cloned());
         groups.dedup();
         for group in &groups {
-            self.add_member(group, &input.username).await?;
+            if let Err(failure) = self.add_member(group, &input.username).await {
+                // No half-made user: one outside sp.full_users could not
+                // use the services, and the name would be taken.
+                let person = format!("/v1/person/{}", segment(&input.username));
+                if let Err(e) = self.call(Method::DELETE, &person, None).await {
+                    tracing::error!("removing half-created user {}: {e}", input.username);
+                }
+                return Err(failure);
+            }
         }
         Ok(Changed {
             account: self.require(&input.username).await?,
