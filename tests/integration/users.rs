@@ -351,6 +351,24 @@ async fn the_apps_user_operations_on_userdata_json() {
             .unwrap()
             .contains("identity provider")
     );
+
+    // The primary user's password is the top-level one.
+    let updated = users_mutation(
+        &daemon,
+        "UpdateUser",
+        json!({"user": {"username": "owner", "password": "owner-pass-2"}}),
+    )
+    .await;
+    assert_eq!(updated["code"], 200, "{updated}");
+    assert_eq!(updated["user"]["userType"], "PRIMARY");
+    let userdata = read_userdata(&daemon);
+    let hash = userdata["hashedPassword"].as_str().unwrap();
+    assert!(
+        hash.starts_with("$6$") && hash != PRIMARY_HASH,
+        "{userdata}"
+    );
+    assert_eq!(userdata["aKeyFromTheFuture"], json!({"keep": true}));
+    assert_eq!(userdata["users"][0]["hashedPassword"], "$6$x$y");
 }
 
 #[tokio::test]
