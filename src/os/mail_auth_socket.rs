@@ -52,8 +52,13 @@ pub fn bind(path: &Path, group: &str) -> anyhow::Result<UnixListener> {
     let gid = nix::unistd::Group::from_name(group)?
         .ok_or_else(|| anyhow::anyhow!("no group {group} for the mail auth socket"))?
         .gid;
-    if let Some(parent) = path.parent() {
+    // A directory made here is the mail server's way in: root's, group
+    // `group`, 0750 (the daemon's umask would make it 0700). One that exists
+    // is left as its owner set it.
+    if let Some(parent) = path.parent().filter(|p| !p.exists()) {
         std::fs::create_dir_all(parent)?;
+        nix::unistd::chown(parent, None, Some(gid))?;
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o750))?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,

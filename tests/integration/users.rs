@@ -779,7 +779,8 @@ async fn email_passwords_are_checked_over_a_group_only_socket_with_a_rate_limit(
     let dir = tempfile::tempdir().unwrap();
     // Others may traverse the directory: only the socket's mode decides.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let socket = dir.path().join("mail-auth.sock");
+    // In a directory the daemon makes: the group must get through it.
+    let socket = dir.path().join("mail").join("mail-auth.sock");
     let daemon = Daemon::start_with_config(&format!(
         "rebuild_debounce_ms = 600000\nmail_auth_socket = \"{}\"\nmail_auth_group = \"nogroup\"\n",
         socket.display()
@@ -795,6 +796,9 @@ async fn email_passwords_are_checked_over_a_group_only_socket_with_a_rate_limit(
     assert_eq!(meta.mode() & 0o7777, 0o660);
     assert_eq!(meta.uid(), 0);
     assert_eq!(meta.gid(), gid_of("nogroup"));
+    let parent = std::fs::metadata(socket.parent().unwrap()).unwrap();
+    assert_eq!(parent.mode() & 0o7777, 0o750);
+    assert_eq!(parent.gid(), gid_of("nogroup"));
     // The mail server's group may connect; anyone else may not.
     assert!(can_connect_as(&socket, 65534, gid_of("nogroup")));
     assert!(!can_connect_as(&socket, 65534, 4242));
