@@ -10,6 +10,7 @@ use crate::domain::services::resources::ResourceSampler;
 use crate::domain::services::{Services, ServicesSetup};
 use crate::domain::system::rebuild::{AppliedConfig, RebuildKind, RebuildUnits, Rebuilds};
 use crate::domain::tokens::{AuthThrottle, TokenService};
+use crate::domain::users::Users;
 use crate::os::systemd::SystemdLink;
 use crate::os::userdata::UserdataFile;
 use crate::state::Store;
@@ -34,12 +35,15 @@ pub struct App {
     pub dns_records: crate::domain::system::dns::DnsRecords,
     /// Pulling the configuration, collecting the Nix store's garbage.
     pub maintenance: crate::domain::system::maintenance::Maintenance,
+    pub users: Users,
+    pub email_passwords: Arc<crate::domain::users::email_passwords::EmailPasswords>,
 }
 
 impl App {
     pub fn open(config: Config) -> anyhow::Result<Arc<App>> {
         let store = Arc::new(Store::open(&config.state_dir)?);
         let clock = Arc::new(Clock::default());
+        let users_store = store.clone();
         let tokens = TokenService::load(store.clone(), clock.clone())?;
         let jobs = Arc::new(JobRegistry::load(store, clock.clone(), |job| {
             RebuildKind::of_job(&job.type_id).is_some()
@@ -74,6 +78,20 @@ impl App {
             Duration::from_millis(config.rebuild_debounce_ms),
             applied,
         ));
+        let users =
+            crate::domain::users::open(&config, applied_userdata.clone(), rebuilds.clone())?;
+        let email_passwords = Arc::new(crate::domain::users::email_passwords::EmailPasswords::new(
+            users_store,
+            clock.clone(),
+        ));
+        if let Some(socket) = &config.mail_auth_socket {
+            let checker = email_passwords.clone();
+            crate::os::mail_auth_socket::spawn(
+                socket.clone(),
+                config.mail_auth_group.clone(),
+                Arc::new(move |user: &str, password: &str| checker.check(user, password)),
+            );
+        }
         let services = Services::new(
             Catalogue::new(config.sp_modules_dir.clone()),
             applied_userdata,
@@ -130,6 +148,8 @@ impl App {
             system_settings,
             dns_records,
             maintenance,
+            users,
+            email_passwords,
         }))
     }
 }

@@ -90,6 +90,9 @@ pub enum Command {
     /// Manage device tokens
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage email passwords (passwords for a user's mail clients)
+    #[command(subcommand)]
+    EmailPassword(EmailPasswordCommand),
     /// Print the GraphQL schema (SDL) this daemon serves
     ExportSchema,
     /// Backups
@@ -130,6 +133,19 @@ pub enum BackupCommand {
         /// settings, or control.sock in the state directory)
         #[arg(long)]
         socket: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EmailPasswordCommand {
+    /// Create an email password for a user and print it (only the
+    /// password; it is not shown again)
+    New {
+        #[arg(long)]
+        user: String,
+        /// What the password is for (e.g. the mail client's device)
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -204,6 +220,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if report.failed() {
                 anyhow::bail!("some automatic backups failed");
             }
+            Ok(())
+        }
+        Command::EmailPassword(EmailPasswordCommand::New { user, name }) => {
+            let config = cli.settings.resolve()?;
+            let store = Arc::new(Store::open(&config.state_dir)?);
+            let passwords = crate::domain::users::email_passwords::EmailPasswords::new(
+                store,
+                Arc::new(Clock::default()),
+            );
+            let (_, password) = passwords.create(&user, &name, None)?;
+            println!("{password}");
             Ok(())
         }
         Command::Token(command) => {

@@ -81,6 +81,28 @@ pub struct Config {
     pub git_pull_timeout_secs: u64,
     /// How long a garbage collection may take.
     pub garbage_collection_timeout_secs: u64,
+    /// Where accounts live: `json` (userdata.json, servers without an
+    /// identity provider) or `kanidm`.
+    pub users_backend: UsersBackend,
+    /// Kanidm's REST API (a loopback URL skips the certificate check).
+    pub kanidm_url: String,
+    /// A file holding the API token of a Kanidm service account allowed to
+    /// manage people and groups (read at each request).
+    pub kanidm_token_file: PathBuf,
+    /// The system's accounts: new users must not clash with them.
+    pub passwd_file: PathBuf,
+    /// The unix socket where the mail server checks email passwords (off
+    /// when unset); only `mail_auth_group` may connect to it.
+    pub mail_auth_socket: Option<PathBuf>,
+    pub mail_auth_group: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UsersBackend {
+    #[default]
+    Json,
+    Kanidm,
 }
 
 impl Default for Config {
@@ -117,6 +139,12 @@ impl Default for Config {
             nix_collect_garbage_command: PathBuf::from("nix-collect-garbage"),
             git_pull_timeout_secs: 120,
             garbage_collection_timeout_secs: 3600,
+            users_backend: UsersBackend::Json,
+            kanidm_url: "https://127.0.0.1:3013".into(),
+            kanidm_token_file: PathBuf::from("/run/keys/selfprivacy-api/kanidm-admin-token"),
+            passwd_file: PathBuf::from("/etc/passwd"),
+            mail_auth_socket: None,
+            mail_auth_group: "dovecot2".into(),
         }
     }
 }
@@ -160,5 +188,22 @@ mod tests {
         assert_eq!(config.state_dir, PathBuf::from("/tmp/x"));
         assert_eq!(config.userdata_file, Config::default().userdata_file);
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+}
+
+#[cfg(test)]
+mod users_settings_tests {
+    use super::*;
+
+    #[test]
+    fn users_backend_is_json_or_kanidm() {
+        assert_eq!(Config::default().users_backend, UsersBackend::Json);
+        let config: Config = toml::from_str(
+            "users_backend = \"kanidm\"\nkanidm_token_file = \"/run/t\"\nmail_auth_socket = \"/run/m.sock\"",
+        )
+        .unwrap();
+        assert_eq!(config.users_backend, UsersBackend::Kanidm);
+        assert_eq!(config.mail_auth_socket, Some(PathBuf::from("/run/m.sock")));
+        assert!(toml::from_str::<Config>("users_backend = \"ldap\"").is_err());
     }
 }

@@ -347,7 +347,7 @@ fn job_not_found() -> Failure {
 }
 
 /// A random UUID v4 in its usual text form, as the Python API's job uids.
-fn new_uid() -> String {
+pub fn new_uid() -> String {
     let mut bytes = [0u8; 16];
     rand::fill(&mut bytes);
     bytes[6] = (bytes[6] & 0x0f) | 0x40;

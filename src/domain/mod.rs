@@ -9,3 +9,4 @@ pub mod locks;
 pub mod services;
 pub mod system;
 pub mod tokens;
+pub mod users;

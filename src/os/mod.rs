@@ -8,6 +8,7 @@ pub mod control_socket;
 pub mod disks;
 pub mod files;
 pub mod journal;
+pub mod mail_auth_socket;
 pub mod network;
 pub mod secrets;
 pub mod sp_modules;

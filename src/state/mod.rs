@@ -1,9 +1,11 @@
 //! The daemon's own state in one SQLite file: tokens, keys, jobs.
 //! Schema changes are migrations numbered by `PRAGMA user_version`.
 
+mod email_passwords;
 mod jobs;
 mod tokens;
 
+pub use email_passwords::StoredEmailPassword;
 pub use jobs::JobRecord;
 pub use tokens::{Hash, KeyKind, KeySpend, StoredKey, StoredToken};
 
@@ -54,6 +56,17 @@ const MIGRATIONS: &[&str] = &[
         error TEXT,
         result TEXT
      );",
+    // 2: users (email passwords).
+    "CREATE TABLE email_passwords (
+        uuid TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        display_name TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        last_used INTEGER
+     );
+     CREATE INDEX email_passwords_by_user ON email_passwords (username);",
 ];
 
 pub struct Store {

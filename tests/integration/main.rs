@@ -20,4 +20,5 @@ mod system;
 mod systemd_bus;
 mod testbed;
 mod tokens;
+mod users;
 mod websockets;

@@ -4,15 +4,14 @@
 //! Plain `//` comments on GraphQL items: doc comments would become schema
 //! descriptions, which the reference schema does not have.
 
-use crate::api::errors::unavailable;
+use crate::api::auth::app;
+use crate::api::errors::{Status, locale, say};
 use crate::api::scalars::DateTime;
 use crate::api::types::returns::{
     GenericMutationReturn, PasswordResetLinkReturn, UserMutationReturn,
 };
+use crate::domain::users::{AccountInput, GroupInfo, UserKind, UserView};
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
-
-const USERS: &str = "User management";
-const EMAIL_PASSWORDS: &str = "Email passwords";
 
 // ---- Data types ----
 
@@ -74,6 +73,89 @@ pub struct SshMutationInput {
     pub ssh_key: String,
 }
 
+impl From<UserMutationInput> for AccountInput {
+    fn from(input: UserMutationInput) -> Self {
+        AccountInput {
+            username: input.username,
+            password: input.password,
+            display_name: input.display_name,
+            directmemberof: input.directmemberof,
+        }
+    }
+}
+
+impl User {
+    /// The user with its email passwords' metadata (root has no mailbox).
+    fn of(ctx: &Context<'_>, view: UserView) -> User {
+        let metadata = (view.account.kind != UserKind::Root)
+            .then(|| {
+                app(ctx)
+                    .email_passwords
+                    .metadata(&view.account.username)
+                    .ok()
+            })
+            .flatten()
+            .map(|list| {
+                list.into_iter()
+                    .map(|m| EmailPasswordMetadata {
+                        uuid: m.uuid,
+                        display_name: m.display_name,
+                        created_at: Some(DateTime(m.created_at)),
+                        expires_at: m.expires_at.map(DateTime),
+                        last_used: m.last_used.map(DateTime),
+                    })
+                    .collect()
+            });
+        User {
+            email_password_metadata: metadata,
+            ..User::from(view)
+        }
+    }
+}
+
+impl From<UserView> for User {
+    fn from(view: UserView) -> Self {
+        let account = view.account;
+        User {
+            username: account.username,
+            user_type: match account.kind {
+                UserKind::Root => UserType::Root,
+                UserKind::Primary => UserType::Primary,
+                UserKind::Normal => UserType::Normal,
+            },
+            ssh_keys: Some(view.ssh_keys),
+            directmemberof: Some(account.directmemberof),
+            memberof: Some(account.memberof),
+            display_name: account.display_name,
+            email: account.email,
+            email_password_metadata: None,
+        }
+    }
+}
+
+impl From<GroupInfo> for Group {
+    fn from(g: GroupInfo) -> Self {
+        Group {
+            name: g.name,
+            group_class: Some(g.group_class),
+            member: Some(g.member),
+            memberof: Some(g.memberof),
+            directmemberof: Some(g.directmemberof),
+            spn: g.spn,
+            description: g.description,
+        }
+    }
+}
+
+/// A query that could not be answered (Kanidm unreachable, userdata
+/// unreadable): a GraphQL error with the reason and the app's code.
+fn query_error(ctx: &Context<'_>, failure: crate::domain::error::Failure) -> async_graphql::Error {
+    use async_graphql::ErrorExtensions;
+    let code = crate::api::errors::code_of(failure.kind);
+    async_graphql::Error::new(failure.message.get(locale(ctx)).to_owned())
+        .extend_with(|_, e| e.set("code", code))
+}
+
 // ---- Query namespaces ----
 
 // `Query.users`.
@@ -83,8 +165,12 @@ pub struct Users;
 #[Object]
 impl Users {
     async fn all_users(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<User>> {
-        let _ = ctx;
-        Err(unavailable(USERS))
+        let users = app(ctx)
+            .users
+            .all()
+            .await
+            .map_err(|f| query_error(ctx, f))?;
+        Ok(users.into_iter().map(|u| User::of(ctx, u)).collect())
     }
 
     async fn get_user(
@@ -92,8 +178,12 @@ impl Users {
         ctx: &Context<'_>,
         username: String,
     ) -> async_graphql::Result<Option<User>> {
-        let _ = (ctx, username);
-        Err(unavailable(USERS))
+        let user = app(ctx)
+            .users
+            .get(&username)
+            .await
+            .map_err(|f| query_error(ctx, f))?;
+        Ok(user.map(|u| User::of(ctx, u)))
     }
 }
 
@@ -104,8 +194,12 @@ pub struct Groups;
 #[Object]
 impl Groups {
     async fn all_groups(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Group>> {
-        let _ = ctx;
-        Err(unavailable(USERS))
+        let groups = app(ctx)
+            .users
+            .groups()
+            .await
+            .map_err(|f| query_error(ctx, f))?;
+        Ok(groups.into_iter().map(Group::from).collect())
     }
 }
 
@@ -122,8 +216,13 @@ impl UsersMutations {
         ctx: &Context<'_>,
         user: UserMutationInput,
     ) -> async_graphql::Result<UserMutationReturn> {
-        let _ = (ctx, user);
-        Err(unavailable(USERS))
+        Ok(match app(ctx).users.create(user.into()).await {
+            Ok((view, _)) => UserMutationReturn::new(
+                Status::ok(201, say(ctx, "User created", "Пользователь создан")),
+                Some(User::of(ctx, view)),
+            ),
+            Err(failure) => UserMutationReturn::new(Status::failed(&failure, locale(ctx)), None),
+        })
     }
 
     pub async fn delete_user(
@@ -131,8 +230,15 @@ impl UsersMutations {
         ctx: &Context<'_>,
         username: String,
     ) -> async_graphql::Result<GenericMutationReturn> {
-        let _ = (ctx, username);
-        Err(unavailable(USERS))
+        let outcome = app(ctx).users.delete(&username).await;
+        if outcome.is_ok() {
+            // A deleted user's mail passwords go with it (logged if not).
+            let _ = app(ctx).email_passwords.forget_user(&username);
+        }
+        Ok(match outcome {
+            Ok(_) => Status::ok(200, say(ctx, "User deleted", "Пользователь удалён")).into(),
+            Err(failure) => Status::failed(&failure, locale(ctx)).into(),
+        })
     }
 
     pub async fn update_user(
@@ -140,8 +246,13 @@ impl UsersMutations {
         ctx: &Context<'_>,
         user: UserMutationInput,
     ) -> async_graphql::Result<UserMutationReturn> {
-        let _ = (ctx, user);
-        Err(unavailable(USERS))
+        Ok(match app(ctx).users.update(user.into()).await {
+            Ok((view, _)) => UserMutationReturn::new(
+                Status::ok(200, say(ctx, "User updated", "Пользователь изменён")),
+                Some(User::of(ctx, view)),
+            ),
+            Err(failure) => UserMutationReturn::new(Status::failed(&failure, locale(ctx)), None),
+        })
     }
 
     pub async fn add_ssh_key(
@@ -149,8 +260,17 @@ impl UsersMutations {
         ctx: &Context<'_>,
         ssh_input: SshMutationInput,
     ) -> async_graphql::Result<UserMutationReturn> {
-        let _ = (ctx, ssh_input);
-        Err(unavailable(USERS))
+        let outcome = app(ctx)
+            .users
+            .add_ssh_key(&ssh_input.username, &ssh_input.ssh_key)
+            .await;
+        Ok(match outcome {
+            Ok((view, _)) => UserMutationReturn::new(
+                Status::ok(201, say(ctx, "SSH key added", "SSH-ключ добавлен")),
+                Some(User::of(ctx, view)),
+            ),
+            Err(failure) => UserMutationReturn::new(Status::failed(&failure, locale(ctx)), None),
+        })
     }
 
     pub async fn remove_ssh_key(
@@ -158,8 +278,17 @@ impl UsersMutations {
         ctx: &Context<'_>,
         ssh_input: SshMutationInput,
     ) -> async_graphql::Result<UserMutationReturn> {
-        let _ = (ctx, ssh_input);
-        Err(unavailable(USERS))
+        let outcome = app(ctx)
+            .users
+            .remove_ssh_key(&ssh_input.username, &ssh_input.ssh_key)
+            .await;
+        Ok(match outcome {
+            Ok((view, _)) => UserMutationReturn::new(
+                Status::ok(200, say(ctx, "SSH key removed", "SSH-ключ удалён")),
+                Some(User::of(ctx, view)),
+            ),
+            Err(failure) => UserMutationReturn::new(Status::failed(&failure, locale(ctx)), None),
+        })
     }
 
     pub async fn generate_password_reset_link(
@@ -167,8 +296,15 @@ impl UsersMutations {
         ctx: &Context<'_>,
         username: String,
     ) -> async_graphql::Result<PasswordResetLinkReturn> {
-        let _ = (ctx, username);
-        Err(unavailable(USERS))
+        Ok(match app(ctx).users.password_reset_link(&username).await {
+            Ok(link) => PasswordResetLinkReturn::new(
+                Status::ok(200, say(ctx, "Link created", "Ссылка создана")),
+                Some(link),
+            ),
+            Err(failure) => {
+                PasswordResetLinkReturn::new(Status::failed(&failure, locale(ctx)), None)
+            }
+        })
     }
 }
 
@@ -184,8 +320,14 @@ impl EmailPasswordsMetadataMutations {
         username: String,
         uuid: String,
     ) -> async_graphql::Result<GenericMutationReturn> {
-        let _ = (ctx, username, uuid);
-        Err(unavailable(EMAIL_PASSWORDS))
+        Ok(match app(ctx).email_passwords.delete(&username, &uuid) {
+            Ok(()) => Status::ok(
+                200,
+                say(ctx, "Email password deleted", "Пароль для почты удалён"),
+            )
+            .into(),
+            Err(failure) => Status::failed(&failure, locale(ctx)).into(),
+        })
     }
 }
 
