@@ -5,6 +5,7 @@ pub mod error;
 pub mod i18n;
 pub mod jobs;
 pub mod locks;
+pub mod logs;
 pub mod services;
 pub mod system;
 pub mod tokens;

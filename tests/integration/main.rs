@@ -9,6 +9,7 @@ mod auth;
 mod catalogue;
 mod jobs;
 mod limits;
+mod logs;
 mod modules;
 mod rebuilds;
 mod resources;
