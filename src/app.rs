@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::domain::clock::Clock;
 use crate::domain::jobs::JobRegistry;
 use crate::domain::locks::ServiceLocks;
+use crate::domain::monitoring::Monitoring;
 use crate::domain::services::catalogue::Catalogue;
 use crate::domain::services::resources::ResourceSampler;
 use crate::domain::services::{Services, ServicesSetup};
@@ -29,6 +30,7 @@ pub struct App {
     pub resources: Arc<ResourceSampler>,
     /// Shared by moves, backups and restores: one at a time per service.
     pub service_locks: Arc<ServiceLocks>,
+    pub monitoring: Arc<Monitoring>,
 }
 
 impl App {
@@ -36,6 +38,12 @@ impl App {
         let store = Arc::new(Store::open(&config.state_dir)?);
         let clock = Arc::new(Clock::default());
         let tokens = TokenService::load(store.clone(), clock.clone())?;
+        let monitoring = Arc::new(Monitoring::new(
+            store.clone(),
+            clock.clone(),
+            Duration::from_secs(config.monitoring_sample_secs),
+            PathBuf::from("/proc"),
+        ));
         let jobs = Arc::new(JobRegistry::load(store, clock.clone(), |job| {
             RebuildKind::of_job(&job.type_id).is_some()
         })?);
@@ -101,6 +109,7 @@ impl App {
             rebuilds,
             resources,
             service_locks: Arc::new(ServiceLocks::default()),
+            monitoring,
         }))
     }
 }

@@ -52,6 +52,10 @@ pub struct Config {
     /// scripts from a public CDN (unpinned, without integrity hashes) on
     /// the origin where the owner types a token.
     pub graphiql: bool,
+    /// Seconds between monitoring samples (the resolution of the last week).
+    pub monitoring_sample_secs: u64,
+    /// Seconds between writes of monitoring samples to the database.
+    pub monitoring_flush_secs: u64,
 }
 
 impl Default for Config {
@@ -76,6 +80,8 @@ impl Default for Config {
             rollback_unit: "sp-nixos-rollback.service".into(),
             system_profile: PathBuf::from("/nix/var/nix/profiles/system"),
             graphiql: false,
+            monitoring_sample_secs: 10,
+            monitoring_flush_secs: 60,
         }
     }
 }

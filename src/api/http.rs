@@ -91,6 +91,21 @@ async fn shutdown_signal() {
 }
 
 fn spawn_housekeeping(app: Arc<App>) {
+    let monitor = app.clone();
+    tokio::spawn(crate::domain::monitoring::run(
+        app.monitoring.clone(),
+        app.resources.clone(),
+        Duration::from_secs(app.config.monitoring_flush_secs),
+        move || {
+            monitor
+                .services
+                .catalogue()
+                .definitions()
+                .iter()
+                .map(|d| d.meta.id.clone())
+                .collect()
+        },
+    ));
     let sampler = app.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));

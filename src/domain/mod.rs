@@ -6,6 +6,7 @@ pub mod i18n;
 pub mod jobs;
 pub mod locks;
 pub mod logs;
+pub mod monitoring;
 pub mod services;
 pub mod system;
 pub mod tokens;

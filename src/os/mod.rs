@@ -5,6 +5,7 @@
 pub mod cgroups;
 pub mod disks;
 pub mod files;
+pub mod host;
 pub mod journal;
 pub mod network;
 pub mod sp_modules;

@@ -2,9 +2,11 @@
 //! Schema changes are migrations numbered by `PRAGMA user_version`.
 
 mod jobs;
+mod monitoring;
 mod tokens;
 
 pub use jobs::JobRecord;
+pub use monitoring::{SamplePoint, StoredSample};
 pub use tokens::{Hash, KeyKind, KeySpend, StoredKey, StoredToken};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -54,6 +56,19 @@ const MIGRATIONS: &[&str] = &[
         error TEXT,
         result TEXT
      );",
+    // 2: monitoring history.
+    "CREATE TABLE monitoring_series (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+     );
+     CREATE TABLE monitoring_samples (
+        series INTEGER NOT NULL REFERENCES monitoring_series(id),
+        at INTEGER NOT NULL,
+        resolution INTEGER NOT NULL,
+        value REAL NOT NULL,
+        max REAL,
+        PRIMARY KEY (series, at, resolution)
+     ) WITHOUT ROWID;",
 ];
 
 pub struct Store {

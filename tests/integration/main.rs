@@ -11,6 +11,7 @@ mod jobs;
 mod limits;
 mod logs;
 mod modules;
+mod monitoring;
 mod rebuilds;
 mod resources;
 mod schema;
