@@ -104,7 +104,8 @@ fn unescape_octal(text: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 3 < bytes.len()
-            && let Ok(value) = u8::from_str_radix(&text[i + 1..i + 4], 8)
+            && let Ok(digits) = std::str::from_utf8(&bytes[i + 1..i + 4])
+            && let Ok(value) = u8::from_str_radix(digits, 8)
         {
             out.push(value);
             i += 4;
@@ -172,6 +173,7 @@ mod tests {
 
     #[test]
     fn block_mounts_once_each_with_escapes() {
+        assert_eq!(unescape_octal("\\xxé\\1"), "\\xxé\\1");
         let mounts = "proc /proc proc rw 0 0\n/dev/sda1 / ext4 rw 0 0\n/dev/loop3 /volumes/my\\040vol ext4 rw 0 0\n/dev/sda1 /nix/store ext4 ro 0 0\ntmpfs /run tmpfs rw 0 0\n";
         assert_eq!(
             parse_block_mounts(mounts),
