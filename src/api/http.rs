@@ -57,6 +57,8 @@ pub async fn serve(app: Arc<App>, test_hooks_socket: Option<PathBuf>) -> anyhow:
         crate::test_hooks::spawn(path, app.clone())?;
     }
     spawn_housekeeping(app.clone());
+    // Samples taken since the last batch are written on the way out.
+    let monitoring = app.monitoring.clone();
     let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -75,6 +77,7 @@ pub async fn serve(app: Arc<App>, test_hooks_socket: Option<PathBuf>) -> anyhow:
         } => tracing::info!("closing remaining connections"),
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    monitoring.flush();
     tracing::info!("stopped");
     Ok(())
 }

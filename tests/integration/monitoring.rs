@@ -240,3 +240,39 @@ async fn bad_ranges_answer_monitoring_query_errors_not_graphql_errors() {
     let cpu = monitoring(&client, "GetOverallCpuAndNetworkMetrics", with_offset).await;
     values(&cpu["cpuUsage"]["overallUsage"]);
 }
+
+#[tokio::test]
+async fn samples_not_yet_written_are_written_when_the_daemon_stops() {
+    let testbed = Testbed::up(Setup {
+        modules: vec![],
+        userdata: json!({}),
+        volumes: vec![],
+        // Batches far apart: only stopping writes them.
+        config: "monitoring_sample_secs = 1\nmonitoring_flush_secs = 3600\n",
+    });
+    let client = testbed.start_daemon().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let cpu = monitoring(
+            &client,
+            "GetOverallCpuAndNetworkMetrics",
+            json!({"step": 1}),
+        )
+        .await;
+        if values(&cpu["cpuUsage"]["overallUsage"]).len() >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no CPU figures within 30 s: {cpu}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        stored_rows(&testbed, "cpu"),
+        0,
+        "written before the batch was due"
+    );
+    testbed.run(&["systemctl", "stop", "selfprivacy-api"]);
+    assert!(stored_rows(&testbed, "cpu") >= 2);
+}
