@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::domain::clock::Clock;
 use crate::domain::jobs::JobRegistry;
 use crate::domain::locks::ServiceLocks;
+use crate::domain::monitoring::Monitoring;
 use crate::domain::services::catalogue::Catalogue;
 use crate::domain::services::resources::ResourceSampler;
 use crate::domain::services::{Services, ServicesSetup};
@@ -37,6 +38,7 @@ pub struct App {
     pub maintenance: crate::domain::system::maintenance::Maintenance,
     pub users: Users,
     pub email_passwords: Arc<crate::domain::users::email_passwords::EmailPasswords>,
+    pub monitoring: Arc<Monitoring>,
 }
 
 impl App {
@@ -45,6 +47,12 @@ impl App {
         let clock = Arc::new(Clock::default());
         let users_store = store.clone();
         let tokens = TokenService::load(store.clone(), clock.clone())?;
+        let monitoring = Arc::new(Monitoring::new(
+            store.clone(),
+            clock.clone(),
+            Duration::from_secs(config.monitoring_sample_secs),
+            PathBuf::from("/proc"),
+        ));
         let jobs = Arc::new(JobRegistry::load(store, clock.clone(), |job| {
             RebuildKind::of_job(&job.type_id).is_some()
         })?);
@@ -150,6 +158,7 @@ impl App {
             maintenance,
             users,
             email_passwords,
+            monitoring,
         }))
     }
 }

@@ -95,6 +95,10 @@ pub struct Config {
     /// when unset); only `mail_auth_group` may connect to it.
     pub mail_auth_socket: Option<PathBuf>,
     pub mail_auth_group: String,
+    /// Seconds between monitoring samples (the resolution of the last week).
+    pub monitoring_sample_secs: u64,
+    /// Seconds between writes of monitoring samples to the database.
+    pub monitoring_flush_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -145,6 +149,8 @@ impl Default for Config {
             passwd_file: PathBuf::from("/etc/passwd"),
             mail_auth_socket: None,
             mail_auth_group: "dovecot2".into(),
+            monitoring_sample_secs: 10,
+            monitoring_flush_secs: 60,
         }
     }
 }

@@ -74,6 +74,8 @@ pub async fn serve(app: Arc<App>, test_hooks_socket: Option<PathBuf>) -> anyhow:
         "test hooks are not built into this binary"
     );
     spawn_housekeeping(app.clone());
+    // Samples taken since the last batch are written on the way out.
+    let monitoring = app.monitoring.clone();
     let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -92,6 +94,7 @@ pub async fn serve(app: Arc<App>, test_hooks_socket: Option<PathBuf>) -> anyhow:
         } => tracing::info!("closing remaining connections"),
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    monitoring.flush();
     tracing::info!("stopped");
     Ok(())
 }
@@ -113,6 +116,21 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 }
 
 fn spawn_housekeeping(app: Arc<App>) {
+    let monitor = app.clone();
+    tokio::spawn(crate::domain::monitoring::run(
+        app.monitoring.clone(),
+        app.resources.clone(),
+        Duration::from_secs(app.config.monitoring_flush_secs),
+        move || {
+            monitor
+                .services
+                .catalogue()
+                .definitions()
+                .iter()
+                .map(|d| d.meta.id.clone())
+                .collect()
+        },
+    ));
     let sampler = app.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));

@@ -1,7 +1,7 @@
 //! The schema's root types, merged from one piece per area.
 
 use super::auth::{app, caller, still_authorized};
-use super::errors::{Status, say, unavailable};
+use super::errors::{Status, say};
 use super::types::api::{ApiMutationRoot, ApiQueryRoot};
 use super::types::backup::{BackupMutationRoot, BackupQueryRoot};
 use super::types::jobs::{ApiJob, JobsMutationRoot, JobsQueryRoot};
@@ -125,8 +125,9 @@ impl Subscription {
     async fn log_entries(
         &self,
         ctx: &Context<'_>,
-    ) -> async_graphql::Result<stream::Empty<LogEntry>> {
-        caller(ctx)?;
-        Err(unavailable("Logs"))
+        #[graphql(default)] filter_by_slice: Option<String>,
+        #[graphql(default)] filter_by_unit: Option<String>,
+    ) -> async_graphql::Result<impl Stream<Item = LogEntry> + use<>> {
+        super::types::logs::entry_stream(ctx, filter_by_slice, filter_by_unit)
     }
 }

@@ -6,6 +6,8 @@ pub mod error;
 pub mod i18n;
 pub mod jobs;
 pub mod locks;
+pub mod logs;
+pub mod monitoring;
 pub mod services;
 pub mod system;
 pub mod tokens;

@@ -108,3 +108,167 @@ pub async fn start_job_result(unit: &str, since: chrono::DateTime<chrono::Utc>) 
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .find_map(|entry| entry["JOB_RESULT"].as_str().map(str::to_owned))
 }
+
+/// One journal entry, as `journalctl --output=json` gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEntry {
+    pub message: String,
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+    pub priority: Option<i32>,
+    pub unit: Option<String>,
+    pub slice: Option<String>,
+    pub cursor: String,
+}
+
+impl JournalEntry {
+    /// One line of `--output=json`; None for a line that is not an entry.
+    /// A field journald could not store as text (binary, or repeated)
+    /// comes as an array: of bytes, shown lossily, or of values, the first
+    /// one kept.
+    pub fn parse(line: &str) -> Option<JournalEntry> {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        let text = |field: &str| -> Option<String> {
+            match &value[field] {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Array(items) if items.iter().all(|i| i.is_u64()) => {
+                    let bytes: Vec<u8> = items
+                        .iter()
+                        .filter_map(|i| i.as_u64().and_then(|b| u8::try_from(b).ok()))
+                        .collect();
+                    Some(String::from_utf8_lossy(&bytes).into_owned())
+                }
+                serde_json::Value::Array(items) => items.first()?.as_str().map(str::to_owned),
+                _ => None,
+            }
+        };
+        let micros: i64 = text("__REALTIME_TIMESTAMP")?.parse().ok()?;
+        Some(JournalEntry {
+            message: text("MESSAGE").unwrap_or_default(),
+            timestamp: chrono::DateTime::from_timestamp_micros(micros)?,
+            priority: text("PRIORITY").and_then(|p| p.parse().ok()),
+            unit: text("_SYSTEMD_UNIT"),
+            slice: text("_SYSTEMD_SLICE"),
+            cursor: text("__CURSOR")?,
+        })
+    }
+}
+
+/// Where a read starts and which way it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadFrom {
+    /// The newest `count` entries, oldest first.
+    Tail,
+    /// From the entry at the cursor (included when it matches) towards
+    /// older entries, newest first.
+    CursorBackwards(String),
+    /// From the entry at the cursor (included when it matches) towards
+    /// newer entries, oldest first.
+    CursorForwards(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("running journalctl: {0}")]
+    Spawn(#[from] std::io::Error),
+    #[error("journalctl failed: {0}")]
+    Failed(String),
+}
+
+/// Up to `count` entries matching every `FIELD=value` of `matches`.
+/// Arguments are passed without a shell; callers validate what they put
+/// in `matches` and cursors.
+pub async fn read(
+    from: &ReadFrom,
+    count: usize,
+    matches: &[String],
+) -> Result<Vec<JournalEntry>, JournalError> {
+    let mut command = Command::new("journalctl");
+    command.args(["--output=json", "--no-pager", "--quiet"]);
+    command.arg(format!("--lines={count}"));
+    match from {
+        ReadFrom::Tail => {}
+        ReadFrom::CursorBackwards(cursor) => {
+            command.arg("--reverse").arg(format!("--cursor={cursor}"));
+        }
+        ReadFrom::CursorForwards(cursor) => {
+            command.arg(format!("--cursor={cursor}"));
+        }
+    }
+    command.args(matches);
+    let output = command
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    if !output.status.success() {
+        return Err(JournalError::Failed(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(JournalEntry::parse)
+        .collect())
+}
+
+/// Entries as they are written from now on, matching every `FIELD=value`
+/// of `matches`. Stops (kills journalctl) when dropped.
+pub struct EntryFollower {
+    _child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl EntryFollower {
+    pub fn start(matches: &[String]) -> std::io::Result<EntryFollower> {
+        let mut child = Command::new("journalctl")
+            .args([
+                "--follow",
+                "--lines=0",
+                "--output=json",
+                "--no-pager",
+                "--quiet",
+            ])
+            .args(matches)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        Ok(EntryFollower {
+            _child: child,
+            lines: BufReader::new(stdout).lines(),
+        })
+    }
+
+    /// The next entry; None once journalctl has ended.
+    pub async fn next_entry(&mut self) -> Option<JournalEntry> {
+        loop {
+            let line = self.lines.next_line().await.ok().flatten()?;
+            if let Some(entry) = JournalEntry::parse(&line) {
+                return Some(entry);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_text_binary_and_missing_fields() {
+        let line = r#"{"__CURSOR":"s=ab;i=1","__REALTIME_TIMESTAMP":"1700000000123456","PRIORITY":"6","_SYSTEMD_UNIT":"a.service","_SYSTEMD_SLICE":"a.slice","MESSAGE":[104,105,255]}"#;
+        let entry = JournalEntry::parse(line).unwrap();
+        assert_eq!(entry.message, "hi\u{fffd}");
+        assert_eq!(entry.priority, Some(6));
+        assert_eq!(entry.unit.as_deref(), Some("a.service"));
+        assert_eq!(entry.slice.as_deref(), Some("a.slice"));
+        assert_eq!(entry.timestamp.timestamp_micros(), 1_700_000_000_123_456);
+        let bare = r#"{"__CURSOR":"s=ab;i=2","__REALTIME_TIMESTAMP":"1700000000000000"}"#;
+        let entry = JournalEntry::parse(bare).unwrap();
+        assert_eq!((entry.message.as_str(), entry.priority), ("", None));
+        assert!(JournalEntry::parse(r#"{"MESSAGE":"no cursor"}"#).is_none());
+        assert!(JournalEntry::parse("not json").is_none());
+    }
+}

@@ -7,6 +7,7 @@ pub mod command;
 pub mod control_socket;
 pub mod disks;
 pub mod files;
+pub mod host;
 pub mod journal;
 pub mod mail_auth_socket;
 pub mod network;

@@ -42,3 +42,51 @@ pub fn public_addresses() -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
     }
     (v4, v6)
 }
+
+/// Bytes received and sent by one interface since boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceCounters {
+    pub interface: String,
+    pub received: u64,
+    pub transmitted: u64,
+}
+
+/// The interfaces of /proc/net/dev (given as text), loopback left out.
+pub fn parse_net_dev(net_dev: &str) -> Vec<InterfaceCounters> {
+    net_dev
+        .lines()
+        .filter_map(|line| {
+            let (name, counters) = line.split_once(':')?;
+            let name = name.trim();
+            let fields: Vec<u64> = counters
+                .split_whitespace()
+                .map(|f| f.parse().ok())
+                .collect::<Option<_>>()?;
+            // receive: bytes packets errs drop fifo frame compressed multicast,
+            // then transmit: bytes ...
+            (name != "lo" && fields.len() >= 9).then(|| InterfaceCounters {
+                interface: name.to_owned(),
+                received: fields[0],
+                transmitted: fields[8],
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod counter_tests {
+    use super::*;
+
+    #[test]
+    fn net_dev_counters_without_loopback() {
+        let text = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo: 1000 10 0 0 0 0 0 0 1000 10 0 0 0 0 0 0\n  eth0: 5000 50 0 0 0 0 0 0 7000 70 0 0 0 0 0 0\n";
+        assert_eq!(
+            parse_net_dev(text),
+            vec![InterfaceCounters {
+                interface: "eth0".into(),
+                received: 5000,
+                transmitted: 7000
+            }]
+        );
+    }
+}

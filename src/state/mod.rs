@@ -3,10 +3,12 @@
 
 mod email_passwords;
 mod jobs;
+mod monitoring;
 mod tokens;
 
 pub use email_passwords::StoredEmailPassword;
 pub use jobs::JobRecord;
+pub use monitoring::{SamplePoint, StoredSample};
 pub use tokens::{Hash, KeyKind, KeySpend, StoredKey, StoredToken};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -67,6 +69,19 @@ const MIGRATIONS: &[&str] = &[
         last_used INTEGER
      );
      CREATE INDEX email_passwords_by_user ON email_passwords (username);",
+    // 3: monitoring history.
+    "CREATE TABLE monitoring_series (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+     );
+     CREATE TABLE monitoring_samples (
+        series INTEGER NOT NULL REFERENCES monitoring_series(id),
+        at INTEGER NOT NULL,
+        resolution INTEGER NOT NULL,
+        value REAL NOT NULL,
+        max REAL,
+        PRIMARY KEY (series, at, resolution)
+     ) WITHOUT ROWID;",
 ];
 
 pub struct Store {
