@@ -282,12 +282,13 @@ async fn every_field_but_the_public_ones_needs_a_token() {
     );
 }
 
-/// With a token and systemd out of reach (the test daemon's bus does not
-/// exist), many fields fail: every answer must still keep the schema's
-/// promises.
+/// With a token, systemd out of reach (the test daemon's bus does not
+/// exist) and a userdata file that does not parse, many fields fail: every
+/// answer must still keep the schema's promises.
 #[tokio::test]
 async fn failing_fields_null_their_nearest_nullable_ancestor() {
     let daemon = Daemon::start().await;
+    std::fs::write(daemon.state_dir.path().join("userdata.json"), "{ not json").unwrap();
     let schema = daemon.query(INTROSPECTION, json!({})).await;
     let types = Types::introspect(&schema);
     // Every field of every namespace of Query (`services`, `system`...).
