@@ -8,6 +8,7 @@ use crate::domain::locks::ServiceLocks;
 use crate::domain::services::catalogue::Catalogue;
 use crate::domain::services::resources::ResourceSampler;
 use crate::domain::services::{Services, ServicesSetup};
+use crate::domain::storage::{Storage, StorageSetup};
 use crate::domain::system::rebuild::{AppliedConfig, RebuildKind, RebuildUnits, Rebuilds};
 use crate::domain::tokens::{AuthThrottle, TokenService};
 use crate::os::systemd::SystemdLink;
@@ -29,6 +30,8 @@ pub struct App {
     pub resources: Arc<ResourceSampler>,
     /// Shared by moves, backups and restores: one at a time per service.
     pub service_locks: Arc<ServiceLocks>,
+    /// Volumes and moves of service data between them.
+    pub storage: Arc<Storage>,
 }
 
 impl App {
@@ -36,12 +39,14 @@ impl App {
         let store = Arc::new(Store::open(&config.state_dir)?);
         let clock = Arc::new(Clock::default());
         let tokens = TokenService::load(store.clone(), clock.clone())?;
+        let moves_store = store.clone();
         let jobs = Arc::new(JobRegistry::load(store, clock.clone(), |job| {
             RebuildKind::of_job(&job.type_id).is_some()
         })?);
         let systemd = Arc::new(SystemdLink::new(config.dbus_address.clone()));
         let userdata = Arc::new(UserdataFile::new(config.userdata_file.clone()));
         let applied_userdata = userdata.clone();
+        let storage_userdata = userdata.clone();
         let applied = AppliedConfig {
             userdata,
             files: vec![
@@ -90,6 +95,19 @@ impl App {
             PathBuf::from("/sys/fs/cgroup"),
             PathBuf::from("/proc"),
         ));
+        let storage = Arc::new(Storage::new(
+            moves_store,
+            storage_userdata,
+            config.sp_modules_dir.clone(),
+            systemd.clone(),
+            rebuilds.clone(),
+            jobs.clone(),
+            StorageSetup {
+                unit_timeout: Duration::from_secs(config.unit_timeout_secs),
+                rebuild_timeout: Duration::from_secs(config.rebuild_timeout_secs),
+                test_pause_move_at_step: config.test_pause_move_at_step.clone(),
+            },
+        ));
         Ok(Arc::new(App {
             config,
             clock,
@@ -101,6 +119,7 @@ impl App {
             rebuilds,
             resources,
             service_locks: Arc::new(ServiceLocks::default()),
+            storage,
         }))
     }
 }

@@ -152,6 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
                 let app = App::open(config)?;
+                app.storage.recover_interrupted(&app.service_locks);
                 crate::api::http::serve(app, test_hooks_socket).await
             })
         }

@@ -52,6 +52,10 @@ pub struct Config {
     /// scripts from a public CDN (unpinned, without integrity hashes) on
     /// the origin where the owner types a token.
     pub graphiql: bool,
+    /// TEST SCAFFOLDING: a service move stops dead after this step
+    /// (`stopping`, `copying`, ...), for tests that kill the daemon there.
+    /// Never set on a server.
+    pub test_pause_move_at_step: Option<String>,
 }
 
 impl Default for Config {
@@ -76,6 +80,7 @@ impl Default for Config {
             rollback_unit: "sp-nixos-rollback.service".into(),
             system_profile: PathBuf::from("/nix/var/nix/profiles/system"),
             graphiql: false,
+            test_pause_move_at_step: None,
         }
     }
 }

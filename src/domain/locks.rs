@@ -100,7 +100,9 @@ mod tests {
     #[test]
     fn a_second_operation_on_a_service_is_refused_until_the_first_ends() {
         let locks = Arc::new(ServiceLocks::default());
-        let lease = locks.try_acquire("nextcloud", ServiceOperation::Move).unwrap();
+        let lease = locks
+            .try_acquire("nextcloud", ServiceOperation::Move)
+            .unwrap();
         let refused = locks
             .try_acquire("nextcloud", ServiceOperation::Backup)
             .err()
@@ -108,12 +110,16 @@ mod tests {
         assert_eq!(refused.kind, FailureKind::Conflict);
         assert!(refused.message.en.contains("being moved"), "{refused}");
         // Another service is free meanwhile.
-        let other = locks.try_acquire("gitea", ServiceOperation::Backup).unwrap();
+        let other = locks
+            .try_acquire("gitea", ServiceOperation::Backup)
+            .unwrap();
         assert_eq!(locks.holder("gitea"), Some(ServiceOperation::Backup));
         drop(lease);
         drop(other);
         assert_eq!(locks.holder("nextcloud"), None);
-        let again = locks.try_acquire("nextcloud", ServiceOperation::Restore).unwrap();
+        let again = locks
+            .try_acquire("nextcloud", ServiceOperation::Restore)
+            .unwrap();
         assert_eq!(again.operation(), ServiceOperation::Restore);
         assert_eq!(again.service(), "nextcloud");
     }

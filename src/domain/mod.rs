@@ -6,5 +6,6 @@ pub mod i18n;
 pub mod jobs;
 pub mod locks;
 pub mod services;
+pub mod storage;
 pub mod system;
 pub mod tokens;

@@ -2,7 +2,9 @@
 //! tests point at the testbed: systemd over D-Bus, the journal, the
 //! userdata file, the sp-module definitions.
 
+pub mod blockdev;
 pub mod cgroups;
+pub mod copy;
 pub mod disks;
 pub mod files;
 pub mod journal;

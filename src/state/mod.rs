@@ -2,9 +2,11 @@
 //! Schema changes are migrations numbered by `PRAGMA user_version`.
 
 mod jobs;
+mod moves;
 mod tokens;
 
 pub use jobs::JobRecord;
+pub use moves::MoveRecord;
 pub use tokens::{Hash, KeyKind, KeySpend, StoredKey, StoredToken};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -53,6 +55,16 @@ const MIGRATIONS: &[&str] = &[
         finished_at INTEGER,
         error TEXT,
         result TEXT
+     );",
+    // 2: storage: service moves in progress, step by step.
+    "CREATE TABLE service_moves (
+        job_uid TEXT PRIMARY KEY,
+        service TEXT NOT NULL,
+        from_volume TEXT NOT NULL,
+        to_volume TEXT NOT NULL,
+        folders TEXT NOT NULL,
+        step TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
      );",
 ];
 
