@@ -14,6 +14,7 @@ mod rebuilds;
 mod resources;
 mod schema;
 mod services;
+mod storage;
 mod systemd_bus;
 mod testbed;
 mod tokens;
