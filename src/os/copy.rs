@@ -45,9 +45,14 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<(), CopyError> {
     if output.status.success() {
         Ok(())
     } else {
-        Err(CopyError::Copy(
-            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        ))
+        // The first lines say why; a thousand more would only repeat it.
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let lines: Vec<&str> = stderr.trim().lines().collect();
+        let mut said = lines.iter().take(3).copied().collect::<Vec<_>>().join("\n");
+        if lines.len() > 3 {
+            said.push_str(&format!("\n({} more lines)", lines.len() - 3));
+        }
+        Err(CopyError::Copy(said))
     }
 }
 

@@ -115,6 +115,28 @@ fn manifest(testbed: &Testbed, folder: &str) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// Fails naming the first entries that differ (not the whole tree).
+fn assert_same_files(testbed: &Testbed, folder: &str, original: &Value, what: &str) {
+    let found = manifest(testbed, folder);
+    if &found == original {
+        return;
+    }
+    let (a, b) = (original.as_object().unwrap(), found.as_object().unwrap());
+    let differing: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .take(5)
+        .map(|k| format!("{k}: {:?} -> {:?}", a.get(k), b.get(k)))
+        .collect();
+    panic!(
+        "{folder} ({what}): {} entries, {} expected; first differences:\n{}",
+        b.len(),
+        a.len(),
+        differing.join("\n")
+    );
+}
+
 fn exists(testbed: &Testbed, path: &str) -> bool {
     testbed.exec(&["test", "-e", path]).status.success()
 }
@@ -257,15 +279,8 @@ async fn a_service_moves_to_another_volume_and_back_keeping_every_file() {
             &testbed,
             &format!("/volumes/{to}/.notes.sp-moving")
         ));
-        assert_eq!(
-            manifest(&testbed, &format!("/volumes/{to}/notes")),
-            original
-        );
-        assert_eq!(
-            manifest(&testbed, "/var/lib/notes"),
-            original,
-            "seen by the service"
-        );
+        assert_same_files(&testbed, &format!("/volumes/{to}/notes"), &original, "");
+        assert_same_files(&testbed, "/var/lib/notes", &original, "seen by the service");
         assert_eq!(testbed.unit_state("notes.service"), "active");
         let listed = volumes(&client).await;
         assert_eq!(users_of(volume(&listed, to)), ["notes"]);
@@ -339,11 +354,7 @@ async fn a_move_killed_at_any_step_leaves_one_complete_copy_and_recovers_at_star
             "{step}: {result}"
         );
         assert_eq!(location(&testbed), kept, "{step}");
-        assert_eq!(
-            manifest(&testbed, &format!("/volumes/{kept}/notes")),
-            original,
-            "{step}"
-        );
+        assert_same_files(&testbed, &format!("/volumes/{kept}/notes"), &original, step);
         assert!(
             !exists(&testbed, &format!("/volumes/{gone}/notes")),
             "{step}"
@@ -352,7 +363,7 @@ async fn a_move_killed_at_any_step_leaves_one_complete_copy_and_recovers_at_star
             &testbed,
             &format!("/volumes/{to}/.notes.sp-moving")
         ));
-        assert_eq!(manifest(&testbed, "/var/lib/notes"), original, "{step}");
+        assert_same_files(&testbed, "/var/lib/notes", &original, step);
         assert_eq!(testbed.unit_state("notes.service"), "active", "{step}");
     }
 }
@@ -507,4 +518,149 @@ async fn volumes_are_mounted_unmounted_and_resized_with_the_real_outcome() {
     // A name that is not a volume.
     let unknown = storage_mutation(&client, "MountVolume", "mountVolume", "../etc").await;
     assert_eq!(unknown["code"], 400, "{unknown}");
+}
+
+/// The hardening of the NixOS module's `confineFilesystem` (and the
+/// protections it always applies that matter for files), as systemd-run
+/// properties: the daemon runs in its own mount namespace with a
+/// read-only system. `protect_system` and `writable` vary.
+fn confined(protect_system: &str, writable: &str) -> Vec<String> {
+    [
+        "PrivateTmp=yes",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes",
+        "ProtectHome=read-only",
+        "NoNewPrivileges=yes",
+        "RestrictNamespaces=yes",
+        "SystemCallFilter=@system-service @mount",
+        "SystemCallErrorNumber=EPERM",
+    ]
+    .iter()
+    .map(|p| p.to_string())
+    .chain([
+        format!("ProtectSystem={protect_system}"),
+        format!("ReadWritePaths={writable}"),
+    ])
+    .collect()
+}
+
+/// Starts the daemon inside with `properties`, as the NixOS module would.
+async fn start_confined_daemon(testbed: &Testbed, properties: Vec<String>) -> Client {
+    let daemon = "/opt/selfprivacy-api/selfprivacy-api";
+    std::fs::create_dir_all(testbed.path("/etc/selfprivacy-api")).unwrap();
+    std::fs::write(testbed.path("/etc/selfprivacy-api/config.toml"), CONFIG).unwrap();
+    let token = testbed.run(&[
+        daemon,
+        "token",
+        "new",
+        "--device",
+        "tests",
+        "--state-dir",
+        "/var/lib/selfprivacy-api",
+    ]);
+    let client = Client::new(free_port(), &token);
+    let port = client.base.rsplit(':').next().unwrap().to_owned();
+    let mut args = vec![
+        "systemd-run".to_owned(),
+        "--unit=selfprivacy-api".to_owned(),
+        "--property=Type=notify".to_owned(),
+    ];
+    args.extend(properties.iter().map(|p| format!("--property={p}")));
+    args.extend([
+        daemon.to_owned(),
+        "serve".to_owned(),
+        "--listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--state-dir".to_owned(),
+        "/var/lib/selfprivacy-api".to_owned(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    testbed.run(&args);
+    testbed
+        .assert_daemon_answers(&client, "the confined daemon did not answer")
+        .await;
+    client
+}
+
+/// A confined daemon; a volume mounted by the rebuild (another unit,
+/// outside the daemon's namespace) after the daemon started; and a move of
+/// the service onto it. Returns the move's answer.
+async fn move_onto_a_volume_mounted_later(
+    properties: Vec<String>,
+) -> (Testbed, Client, Value, Value, String) {
+    let testbed = Testbed::up(setup(vec!["sdb:64", "sdf:64:unmounted"], CONFIG));
+    let state_dir = testbed.env["TESTBED_STATE_DIR"].clone();
+    let loops = std::fs::read_to_string(format!("{state_dir}/loops")).unwrap();
+    let spare = loops
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("/dev/")
+        .to_owned();
+    // userdata lists sdb, as on a server (else the rebuild unmounts it).
+    let userdata_path = testbed.path("/etc/nixos/userdata.json");
+    let mut userdata: Value =
+        serde_json::from_str(&std::fs::read_to_string(&userdata_path).unwrap()).unwrap();
+    let sdb_dev = loops.lines().next().unwrap();
+    userdata["volumes"] =
+        json!([{"device": sdb_dev, "mountPoint": "/volumes/sdb", "fsType": "ext4"}]);
+    std::fs::write(&userdata_path, userdata.to_string()).unwrap();
+    let client = start_confined_daemon(&testbed, properties).await;
+    let started = rebuild(&client).await;
+    let job = wait_job_done(&client, started["job"]["uid"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    testbed.run(&["python3", "-c", POPULATE, "300"]);
+    let original = manifest(&testbed, "/var/lib/notes");
+    let mounted = storage_mutation(&client, "MountVolume", "mountVolume", &spare).await;
+    assert_eq!(mounted["code"], 200, "{mounted}");
+    let mount_point = format!("/volumes/{spare}");
+    wait_until("the volume mounted", || {
+        testbed
+            .exec(&["mountpoint", "-q", &mount_point])
+            .status
+            .success()
+    })
+    .await;
+    let moved = move_notes(&client, &spare).await;
+    (testbed, client, moved, original, spare)
+}
+
+/// ProtectSystem=strict makes /volumes writable by binding it over itself
+/// in the daemon's namespace. A volume the rebuild mounts later (from the
+/// app, outside that namespace) still shows there, as a slave of the host's
+/// mounts, and the move onto it works: strict can be on by default.
+#[tokio::test]
+async fn under_protect_system_strict_a_volume_mounted_later_takes_a_move() {
+    let properties = confined(
+        "strict",
+        "/etc/nixos -/etc/selfprivacy /var/lib -/volumes /root",
+    );
+    let (testbed, client, moved, original, spare) =
+        move_onto_a_volume_mounted_later(properties).await;
+    assert_eq!(moved["code"], 200, "{moved}");
+    let (job, _) = follow(&client, moved["job"]["uid"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_same_files(&testbed, &format!("/volumes/{spare}/notes"), &original, "");
+    assert_same_files(&testbed, "/var/lib/notes", &original, "");
+    assert_eq!(testbed.unit_state("notes.service"), "active");
+}
+
+/// The usual case: the daemon as it runs by default, a disk mounted from
+/// the app, and the service moved onto it.
+#[tokio::test]
+async fn a_volume_mounted_from_the_app_takes_a_move() {
+    let (testbed, client, moved, original, spare) = move_onto_a_volume_mounted_later(vec![]).await;
+    assert_eq!(moved["code"], 200, "{moved}");
+    let (job, _) = follow(&client, moved["job"]["uid"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_same_files(&testbed, &format!("/volumes/{spare}/notes"), &original, "");
+    assert_same_files(&testbed, "/var/lib/notes", &original, "");
+    assert!(
+        testbed
+            .exec(&["mountpoint", "-q", "/volumes/sdb"])
+            .status
+            .success()
+    );
 }

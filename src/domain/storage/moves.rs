@@ -259,10 +259,29 @@ impl Storage {
             ));
         }
         let volumes = self.volumes().await?;
+        // The data must be reachable where it is: a volume that is not
+        // mounted would show an empty folder, and "move" nothing.
+        let source_root = Path::new(VOLUMES_DIR).join(&from);
+        if !volumes
+            .iter()
+            .any(|v| v.name == from && is_volume_dir(v, &source_root))
+        {
+            return Err(refused(
+                format!(
+                    "Volume {from}, which holds {name}'s data, is not mounted at {}",
+                    source_root.display()
+                ),
+                format!(
+                    "Том {from} с данными {name} не подключён в {}",
+                    source_root.display()
+                ),
+            ));
+        }
         let target_root = Path::new(VOLUMES_DIR).join(location);
-        let Some(target_volume) = volumes.iter().find(|v| {
-            v.name == location && v.mount_point.as_deref() == Some(target_root.as_path())
-        }) else {
+        let Some(target_volume) = volumes
+            .iter()
+            .find(|v| v.name == location && (v.root || v.mount_point.is_some()))
+        else {
             return Err(Failure::bad_input(
                 format!("{location} is not a mounted volume"),
                 format!("{location} не является подключённым томом"),
@@ -275,6 +294,22 @@ impl Storage {
             return Err(Failure::bad_input(
                 format!("{} leads outside {VOLUMES_DIR}", target_root.display()),
                 format!("{} ведёт за пределы {VOLUMES_DIR}", target_root.display()),
+            ));
+        }
+        // And what this process sees there must be the volume's own
+        // filesystem: in a private mount namespace a volume mounted later
+        // may not show, and a copy would land in the bare directory under
+        // the mount point, hidden from the service.
+        if !is_volume_dir(target_volume, &target_root) {
+            return Err(Failure::conflict(
+                format!(
+                    "{} is not the filesystem of volume {location} as this service sees it (restart the API service after mounting a volume)",
+                    target_root.display()
+                ),
+                format!(
+                    "{} не является файловой системой тома {location} с точки зрения службы API (перезапустите её после подключения тома)",
+                    target_root.display()
+                ),
             ));
         }
         let mut folders = Vec::new();
@@ -891,6 +926,24 @@ impl Storage {
             );
         }
         drop(lease);
+    }
+}
+
+/// Whether `dir` (`/volumes/<name>`) is where this process reaches the
+/// volume: its mount point, or for the system volume a folder on it.
+fn is_volume_dir(volume: &super::VolumeView, dir: &Path) -> bool {
+    if volume.mount_point.as_deref() == Some(dir) {
+        return is_filesystem_of(dir, &volume.device);
+    }
+    volume.root && is_filesystem_of(dir, &volume.device) && dir.is_dir()
+}
+
+/// Whether `path` is on the filesystem of the block device `device`.
+fn is_filesystem_of(path: &Path, device: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), std::fs::metadata(device)) {
+        (Ok(at), Ok(node)) => at.dev() == node.rdev(),
+        _ => false,
     }
 }
 
