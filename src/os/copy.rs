@@ -94,6 +94,9 @@ pub fn verify_tree(
     mut done: impl FnMut(u64),
 ) -> Result<(), CopyError> {
     let mut compared = 0u64;
+    // One pair of buffers for the whole tree: zeroing fresh ones per file
+    // cost more than the reading itself on trees of small files.
+    let mut buffers = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     // Hard links: an inode of the original maps to one inode of the copy.
     let mut links: HashMap<(u64, u64), (u64, u64)> = HashMap::new();
     let mut stack = vec![PathBuf::new()];
@@ -137,7 +140,7 @@ pub fn verify_tree(
                     });
                 }
             }
-            compare_contents(&a, &b)?;
+            compare_contents(&a, &b, &mut buffers)?;
             compared += meta_a.len();
             done(compared);
         }
@@ -194,24 +197,79 @@ fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>, CopyError> {
     Ok(names)
 }
 
-fn compare_contents(a: &Path, b: &Path) -> Result<(), CopyError> {
+/// Compares two files of equal length. Only the ranges where either holds
+/// data are read: elsewhere both are holes, which read as zeros (a sparse
+/// disk image is mostly holes).
+fn compare_contents(
+    a: &Path,
+    b: &Path,
+    (ba, bb): &mut (Vec<u8>, Vec<u8>),
+) -> Result<(), CopyError> {
+    use std::io::{Seek, SeekFrom};
     let mut fa = std::fs::File::open(a).map_err(io(a))?;
     let mut fb = std::fs::File::open(b).map_err(io(b))?;
-    let mut ba = vec![0u8; 1 << 20];
-    let mut bb = vec![0u8; 1 << 20];
-    loop {
-        let na = read_full(&mut fa, &mut ba).map_err(io(a))?;
-        let nb = read_full(&mut fb, &mut bb).map_err(io(b))?;
-        if na != nb || ba[..na] != bb[..nb] {
-            return Err(CopyError::Differs {
-                path: b.to_path_buf(),
-                what: "contents".into(),
-            });
-        }
-        if na == 0 {
-            return Ok(());
+    let len = fa.metadata().map_err(io(a))?.len();
+    let mut ranges = data_ranges(&fa, len).map_err(io(a))?;
+    ranges.extend(data_ranges(&fb, len).map_err(io(b))?);
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (start, end) in ranges {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
         }
     }
+    let differs = || CopyError::Differs {
+        path: b.to_path_buf(),
+        what: "contents".into(),
+    };
+    for (start, end) in merged {
+        fa.seek(SeekFrom::Start(start)).map_err(io(a))?;
+        fb.seek(SeekFrom::Start(start)).map_err(io(b))?;
+        let mut left = end - start;
+        while left > 0 {
+            let want = left.min(ba.len() as u64) as usize;
+            let na = read_full(&mut fa, &mut ba[..want]).map_err(io(a))?;
+            let nb = read_full(&mut fb, &mut bb[..want]).map_err(io(b))?;
+            if na != nb || ba[..na] != bb[..nb] {
+                return Err(differs());
+            }
+            if na < want {
+                break; // both ended early (the file shrank meanwhile)
+            }
+            left -= want as u64;
+        }
+    }
+    Ok(())
+}
+
+/// The byte ranges of `file` that hold data (SEEK_DATA/SEEK_HOLE), or the
+/// whole file where the filesystem cannot tell.
+fn data_ranges(file: &std::fs::File, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let mut ranges = Vec::new();
+    let mut offset: i64 = 0;
+    while (offset as u64) < len {
+        // SAFETY: lseek on a descriptor we own; no memory is passed.
+        let data = unsafe { libc::lseek(fd, offset, libc::SEEK_DATA) };
+        if data < 0 {
+            let error = std::io::Error::last_os_error();
+            return match error.raw_os_error() {
+                Some(libc::ENXIO) => Ok(ranges), // no data after offset
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(vec![(0, len)]),
+                _ => Err(error),
+            };
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        ranges.push((data as u64, (hole as u64).min(len)));
+        offset = hole;
+    }
+    Ok(ranges)
 }
 
 fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -284,6 +342,19 @@ fn compare_xattrs(a: &Path, b: &Path) -> Result<(), CopyError> {
         });
     }
     Ok(())
+}
+
+/// Writes everything of the filesystem holding `path` to disk (syncfs):
+/// the old copy is removed only once the new one is durable.
+pub fn sync_filesystem(path: &Path) -> Result<(), CopyError> {
+    let dir = std::fs::File::open(path).map_err(io(path))?;
+    // SAFETY: a valid open descriptor, borrowed for the call.
+    let done = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(io(path)(std::io::Error::last_os_error()))
+    }
 }
 
 /// Removes a tree; a missing one is already gone.
@@ -380,6 +451,39 @@ mod tests {
             ),
         )
         .unwrap();
+
+        // Data where the original has a hole is found too.
+        {
+            use std::io::{Seek, Write};
+            let mut sparse = std::fs::OpenOptions::new()
+                .write(true)
+                .open(copy.join("sparse"))
+                .unwrap();
+            sparse.seek(std::io::SeekFrom::Start(30 << 20)).unwrap();
+            sparse.write_all(b"not a hole").unwrap();
+        }
+        let touched = Command::new("touch")
+            .arg("-r")
+            .arg(original.join("sparse"))
+            .arg(copy.join("sparse"))
+            .status()
+            .unwrap();
+        assert!(touched.success());
+        let err = verify_tree(&original, &copy, |_| {}).unwrap_err();
+        assert!(err.to_string().contains("contents"), "{err}");
+        std::fs::remove_file(copy.join("sparse")).unwrap();
+        std::fs::File::create(copy.join("sparse"))
+            .unwrap()
+            .set_len(50 << 20)
+            .unwrap();
+        let touched = Command::new("touch")
+            .arg("-r")
+            .arg(original.join("sparse"))
+            .arg(copy.join("sparse"))
+            .status()
+            .unwrap();
+        assert!(touched.success());
+        verify_tree(&original, &copy, |_| {}).unwrap();
 
         std::fs::remove_file(copy.join("sub/sym")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", copy.join("sub/sym")).unwrap();

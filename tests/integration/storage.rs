@@ -664,3 +664,78 @@ async fn a_volume_mounted_from_the_app_takes_a_move() {
             .success()
     );
 }
+
+/// A benchmark, not a check (run it with `--ignored`): the move of a tree
+/// against `cp -a` of the same tree between the same two volumes. Prints
+/// the figures; asserts only that the move finished.
+#[tokio::test]
+#[ignore = "benchmark: run by hand with --ignored --nocapture"]
+async fn move_throughput_against_cp_a() {
+    let (testbed, client) = prepared(vec!["sdb:600", "sdc:600"], CONFIG, 2000).await;
+    testbed.run(&[
+        "sh",
+        "-c",
+        "for i in $(seq 1 24); do head -c 10M /dev/urandom > /var/lib/notes/big$i; done; sync",
+    ]);
+    let bytes: u64 = testbed
+        .run(&["du", "-s", "-B1", "--apparent-size", "/volumes/sdb/notes"])
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let timed = |script: &str| -> f64 {
+        let out = testbed.run(&[
+            "bash",
+            "-c",
+            &format!(
+                "s=$(date +%s%N); {script}; sync; e=$(date +%s%N); echo $(( (e - s) / 1000000 ))"
+            ),
+        ]);
+        out.lines().last().unwrap().parse::<f64>().unwrap() / 1000.0
+    };
+    let mut cp_runs = Vec::new();
+    for _ in 0..3 {
+        cp_runs.push(timed("cp -a /volumes/sdb/notes /volumes/sdc/cp-probe"));
+        testbed.run(&["sh", "-c", "rm -rf /volumes/sdc/cp-probe; sync"]);
+    }
+    cp_runs.sort_by(f64::total_cmp);
+    let cp = cp_runs[1];
+    // The move, with the time each step began (status text changes).
+    let started_at = Instant::now();
+    let moved = move_notes(&client, "sdc").await;
+    let uid = moved["job"]["uid"].as_str().unwrap().to_owned();
+    let mut marks: Vec<(String, f64)> = Vec::new();
+    let job = loop {
+        let job = job_by_uid(&client, &uid).await;
+        let text = job["statusText"].as_str().unwrap_or("").to_owned();
+        if marks.last().is_none_or(|(t, _)| *t != text) {
+            marks.push((text, started_at.elapsed().as_secs_f64()));
+        }
+        if job["status"] == "FINISHED" || job["status"] == "ERROR" {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let total = started_at.elapsed().as_secs_f64();
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    let at = |prefix: &str| {
+        marks
+            .iter()
+            .find(|(t, _)| t.starts_with(prefix))
+            .map(|(_, s)| *s)
+            .unwrap_or_else(|| panic!("no step {prefix} in {marks:?}"))
+    };
+    // Setting owners takes a moment too short to be seen every time.
+    let data_phase = at("Switching") - at("Copying the data");
+    let copy_phase = at("Checking the copy") - at("Copying the data");
+    let mb = bytes as f64 / 1e6;
+    eprintln!(
+        "THROUGHPUT {mb:.0} MB: cp -a {cp:.2} s ({:.0} MB/s; runs {cp_runs:?}); move copy step {copy_phase:.2} s ({:.0} MB/s), copy+verify {data_phase:.2} s ({:.0} MB/s = {:.0}% of cp -a), whole job {total:.2} s ({:.0}% of cp -a); steps {marks:?}",
+        mb / cp,
+        mb / copy_phase,
+        mb / data_phase,
+        100.0 * cp / data_phase,
+        100.0 * cp / total,
+    );
+}

@@ -8,7 +8,7 @@
 //! |-------------|---------------------------------------------------|-----------------|
 //! | stopping    | stop the service's units                          | roll back       |
 //! | copying     | `cp -a` each folder to `.<name>.sp-moving`        | roll back       |
-//! | verifying   | read both back, compare, rename into place        | roll back       |
+//! | verifying   | read both back, compare, rename into place, syncfs| roll back       |
 //! | owning      | give each folder to its owner                     | roll back       |
 //! | switching   | set `location` in userdata, rebuild (bind mounts) | finish          |
 //! | removing    | remove the old folders                            | finish          |
@@ -543,6 +543,12 @@ impl Storage {
             }
             std::fs::rename(&partial, &target).map_err(|e| internal(step, e))?;
         }
+        // Durable before anything of the old copy goes.
+        let root = Path::new(VOLUMES_DIR).join(&plan.to);
+        tokio::task::spawn_blocking(move || copy::sync_filesystem(&root))
+            .await
+            .map_err(|e| internal(step, e))?
+            .map_err(|e| internal(step, e))?;
         self.progress(uid, 80, None);
         Ok(())
     }
