@@ -518,6 +518,35 @@ async fn volumes_are_mounted_unmounted_and_resized_with_the_real_outcome() {
     // A name that is not a volume.
     let unknown = storage_mutation(&client, "MountVolume", "mountVolume", "../etc").await;
     assert_eq!(unknown["code"], 400, "{unknown}");
+
+    // The volume holding the data gets unmounted behind the daemon's back
+    // (dropped from userdata by hand, then a rebuild): a move would find
+    // an empty folder there and carry nothing; it is refused instead.
+    let mut edited: Value =
+        serde_json::from_str(&std::fs::read_to_string(&userdata_path).unwrap()).unwrap();
+    edited["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|v| v["mountPoint"] != "/volumes/sdb");
+    std::fs::write(&userdata_path, edited.to_string()).unwrap();
+    let started = rebuild(&client).await;
+    wait_job_done(&client, started["job"]["uid"].as_str().unwrap()).await;
+    assert!(
+        !testbed
+            .exec(&["mountpoint", "-q", "/volumes/sdb"])
+            .status
+            .success()
+    );
+    let refused = move_notes(&client, &spare_name).await;
+    assert_eq!(refused["code"], 409, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not mounted"),
+        "{refused}"
+    );
+    assert_eq!(location(&testbed), "sdb");
 }
 
 /// The hardening of the NixOS module's `confineFilesystem` (and the
