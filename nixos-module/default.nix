@@ -426,7 +426,7 @@ in
             "/var/lib" # services' data: moves, backups, restores
             "-/volumes" # `-`: a server with one disk may have none
             "/root" # HOME: nix's and restic's caches
-            "/nix/var/nix" # nix client: gc roots, profiles, daemon socket
+            "-/nix/var/nix" # nix client: gc roots, profiles, daemon socket (`-`: a testbed has none)
           ];
         };
       };
