@@ -196,16 +196,19 @@ in
 
     confineFilesystem = mkOption {
       type = types.bool;
-      default = false;
+      default = true;
       description = ''
         Run the daemon in a private mount namespace with a read-only
         system (ProtectSystem=strict and the paths it writes in
         ReadWritePaths), PrivateTmp, and protected kernel tunables,
-        modules, logs and cgroups. Off by default: mounts and unmounts the
-        daemon makes itself (bind mounts while moving a service) would then
-        stay in its namespace, invisible to the rest of the system. Turn on
-        only if the daemon mounts through systemd (mount units) or a
-        rebuild.
+        modules, logs and cgroups. On by default: the daemon mounts
+        nothing itself (volumes and the bind mounts of service folders are
+        fileSystems entries made by the rebuild unit, outside its
+        namespace), and mounts made later outside still show inside (the
+        namespace is a slave of the host's): a volume mounted from the app
+        takes a moved service (tests/integration/storage.rs runs that
+        under these settings). Turn it off only for a daemon that must
+        mount for itself.
       '';
     };
 
@@ -363,7 +366,10 @@ in
           LockPersonality = true;
           MemoryDenyWriteExecute = true;
           RestrictRealtime = true;
-          RestrictSUIDSGID = true;
+          # No RestrictSUIDSGID: moving (and restoring) service data must
+          # keep setuid/setgid bits (setgid folders are common); with it
+          # `cp -a` fails with EPERM on those files (seen in the testbed,
+          # tests/integration/storage.rs) and the move is rolled back.
           RestrictNamespaces = true;
           SystemCallArchitectures = "native";
           ProtectHostname = true;
@@ -414,11 +420,11 @@ in
           ReadWritePaths = lib.unique [
             settings.nixos_config_dir
             (dirOf settings.userdata_file)
-            "/etc/selfprivacy" # secrets.json
+            "-/etc/selfprivacy" # secrets.json (`-`: may not exist yet)
             "/var/lib" # services' data: moves, backups, restores
-            "/volumes"
+            "-/volumes" # `-`: a server with one disk may have none
             "/root" # HOME: nix's and restic's caches
-            "/nix/var/nix" # nix client: gc roots, profiles, daemon socket
+            "-/nix/var/nix" # nix client: gc roots, profiles, daemon socket (`-`: a testbed has none)
           ];
         };
       };

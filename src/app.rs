@@ -9,6 +9,7 @@ use crate::domain::monitoring::Monitoring;
 use crate::domain::services::catalogue::Catalogue;
 use crate::domain::services::resources::ResourceSampler;
 use crate::domain::services::{Services, ServicesSetup};
+use crate::domain::storage::{Storage, StorageSetup};
 use crate::domain::system::rebuild::{AppliedConfig, RebuildKind, RebuildUnits, Rebuilds};
 use crate::domain::tokens::{AuthThrottle, TokenService};
 use crate::domain::users::Users;
@@ -39,6 +40,8 @@ pub struct App {
     pub users: Users,
     pub email_passwords: Arc<crate::domain::users::email_passwords::EmailPasswords>,
     pub monitoring: Arc<Monitoring>,
+    /// Volumes and moves of service data between them.
+    pub storage: Arc<Storage>,
 }
 
 impl App {
@@ -53,12 +56,14 @@ impl App {
             Duration::from_secs(config.monitoring_sample_secs),
             PathBuf::from("/proc"),
         ));
+        let moves_store = store.clone();
         let jobs = Arc::new(JobRegistry::load(store, clock.clone(), |job| {
             RebuildKind::of_job(&job.type_id).is_some()
         })?);
         let systemd = Arc::new(SystemdLink::new(config.dbus_address.clone()));
         let userdata = Arc::new(UserdataFile::new(config.userdata_file.clone()));
         let applied_userdata = userdata.clone();
+        let storage_userdata = userdata.clone();
         let applied = AppliedConfig {
             userdata,
             files: vec![
@@ -142,6 +147,22 @@ impl App {
             },
             jobs.clone(),
         );
+        let storage = Arc::new(Storage::new(
+            moves_store,
+            storage_userdata,
+            config.sp_modules_dir.clone(),
+            systemd.clone(),
+            rebuilds.clone(),
+            jobs.clone(),
+            StorageSetup {
+                unit_timeout: Duration::from_secs(config.unit_timeout_secs),
+                rebuild_timeout: Duration::from_secs(config.rebuild_timeout_secs),
+                #[cfg(feature = "test-hooks")]
+                test_pause_move_at_step: config.test_pause_move_at_step.clone(),
+                #[cfg(not(feature = "test-hooks"))]
+                test_pause_move_at_step: None,
+            },
+        ));
         Ok(Arc::new(App {
             config,
             clock,
@@ -159,6 +180,7 @@ impl App {
             users,
             email_passwords,
             monitoring,
+            storage,
         }))
     }
 }

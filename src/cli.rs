@@ -195,6 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     &app.config.control_socket_path(),
                     run_due_handler(app.clone()),
                 )?;
+                app.storage.recover_interrupted(&app.service_locks);
                 crate::api::http::serve(app, test_hooks_socket).await
             })
         }

@@ -99,6 +99,12 @@ pub struct Config {
     pub monitoring_sample_secs: u64,
     /// Seconds between writes of monitoring samples to the database.
     pub monitoring_flush_secs: u64,
+    /// TEST SCAFFOLDING: a service move stops dead after this step
+    /// (`stopping`, `copying`, ...), for tests that kill the daemon there.
+    /// Only in builds with the `test-hooks` feature: a server's binary
+    /// refuses the key as unknown.
+    #[cfg(feature = "test-hooks")]
+    pub test_pause_move_at_step: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -151,6 +157,8 @@ impl Default for Config {
             mail_auth_group: "dovecot2".into(),
             monitoring_sample_secs: 10,
             monitoring_flush_secs: 60,
+            #[cfg(feature = "test-hooks")]
+            test_pause_move_at_step: None,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod locks;
 pub mod logs;
 pub mod monitoring;
 pub mod services;
+pub mod storage;
 pub mod system;
 pub mod tokens;
 pub mod users;

@@ -2,9 +2,11 @@
 //! tests point at the testbed: systemd over D-Bus, the journal, the
 //! userdata file, the sp-module definitions.
 
+pub mod blockdev;
 pub mod cgroups;
 pub mod command;
 pub mod control_socket;
+pub mod copy;
 pub mod disks;
 pub mod files;
 pub mod host;

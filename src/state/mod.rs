@@ -4,11 +4,13 @@
 mod email_passwords;
 mod jobs;
 mod monitoring;
+mod moves;
 mod tokens;
 
 pub use email_passwords::StoredEmailPassword;
 pub use jobs::JobRecord;
 pub use monitoring::{SamplePoint, StoredSample};
+pub use moves::MoveRecord;
 pub use tokens::{Hash, KeyKind, KeySpend, StoredKey, StoredToken};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -82,6 +84,16 @@ const MIGRATIONS: &[&str] = &[
         max REAL,
         PRIMARY KEY (series, at, resolution)
      ) WITHOUT ROWID;",
+    // 4: storage: service moves in progress, step by step.
+    "CREATE TABLE service_moves (
+        job_uid TEXT PRIMARY KEY,
+        service TEXT NOT NULL,
+        from_volume TEXT NOT NULL,
+        to_volume TEXT NOT NULL,
+        folders TEXT NOT NULL,
+        step TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+     );",
 ];
 
 pub struct Store {

@@ -18,6 +18,7 @@ mod repo_servers;
 mod resources;
 mod schema;
 mod services;
+mod storage;
 mod system;
 mod systemd_bus;
 mod testbed;

@@ -9,6 +9,7 @@ use crate::api::errors::unavailable;
 use crate::api::errors::{Status, locale, say};
 use crate::api::scalars::Json;
 use crate::api::types::backup::SnapshotInfo;
+use crate::api::types::jobs::ApiJob;
 use crate::api::types::returns::{ServiceJobMutationReturn, ServiceMutationReturn};
 use crate::api::types::storage::StorageVolume;
 use crate::api::types::system::DnsRecord;
@@ -22,8 +23,6 @@ use crate::os::systemd::UnitAction;
 use async_graphql::{Context, Enum, InputObject, Interface, Object, SimpleObject};
 use base64::Engine;
 use std::sync::Arc;
-
-const MOVING: &str = "Moving services between volumes";
 
 // ---- Data types ----
 
@@ -543,8 +542,34 @@ impl ServicesMutations {
         ctx: &Context<'_>,
         input: MoveServiceInput,
     ) -> async_graphql::Result<ServiceJobMutationReturn> {
-        let _ = (ctx, input);
-        Err(unavailable(MOVING))
+        let app = app(ctx);
+        let outcome = app
+            .storage
+            .start_move(&app.service_locks, &input.service_id, &input.location)
+            .await;
+        let service = app
+            .services
+            .get(&input.service_id)
+            .await
+            .ok()
+            .map(|view| Service(Arc::new(view)));
+        Ok(match outcome {
+            Ok(job) => ServiceJobMutationReturn::new(
+                Status::ok(
+                    200,
+                    say(
+                        ctx,
+                        "Moving the service: follow the job",
+                        "Сервис переносится: следите за задачей",
+                    ),
+                ),
+                Some(ApiJob::from_job(&job, locale(ctx))),
+                service,
+            ),
+            Err(failure) => {
+                ServiceJobMutationReturn::new(Status::failed(&failure, locale(ctx)), None, service)
+            }
+        })
     }
 }
 

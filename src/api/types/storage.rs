@@ -3,12 +3,63 @@
 //! Plain `//` comments on GraphQL items: doc comments would become schema
 //! descriptions, which the reference schema does not have.
 
-use crate::api::errors::unavailable;
+use crate::api::auth::app;
+use crate::api::errors::{Status, locale, say, unavailable};
 use crate::api::types::returns::{GenericJobMutationReturn, GenericMutationReturn};
-use crate::api::types::services::ServiceStorageUsage;
+use crate::api::types::services::{Service, ServiceStorageUsage};
+use crate::domain::error::{Failure, Outcome};
+use crate::domain::storage::VolumeView;
+use crate::domain::system::rebuild::{Accepted, Schedule};
 use async_graphql::{ComplexObject, Context, InputObject, Interface, Object, SimpleObject};
+use std::sync::Arc;
 
-const VOLUMES: &str = "Storage volumes";
+impl From<&VolumeView> for StorageVolume {
+    fn from(v: &VolumeView) -> Self {
+        StorageVolume {
+            total_space: v.total.to_string(),
+            free_space: v.free.to_string(),
+            used_space: v.used.to_string(),
+            root: v.root,
+            name: v.name.clone(),
+            model: v.model.clone(),
+            serial: v.serial.clone(),
+            r#type: v.kind.clone(),
+        }
+    }
+}
+
+fn graphql_error(ctx: &Context<'_>, failure: &Failure) -> async_graphql::Error {
+    async_graphql::Error::new(failure.message.get(locale(ctx)))
+}
+
+/// The result of a change a rebuild applies.
+fn rebuild_return(
+    ctx: &Context<'_>,
+    outcome: Outcome<Accepted>,
+    en: &str,
+    ru: &str,
+) -> GenericMutationReturn {
+    match outcome {
+        Ok(accepted) => {
+            let (when_en, when_ru) = match accepted.schedule {
+                Schedule::Now | Schedule::Shortly => (
+                    "A system rebuild applies it shortly.",
+                    "Пересборка системы применит это в ближайшее время.",
+                ),
+                Schedule::AfterCurrent => (
+                    "Queued behind the rebuild under way.",
+                    "В очереди за текущей пересборкой.",
+                ),
+            };
+            Status::ok(
+                200,
+                say(ctx, &format!("{en} {when_en}"), &format!("{ru} {when_ru}")),
+            )
+            .into()
+        }
+        Err(failure) => Status::failed(&failure, locale(ctx)).into(),
+    }
+}
 
 // ---- Data types ----
 
@@ -31,9 +82,27 @@ pub struct StorageVolume {
 #[ComplexObject]
 impl StorageVolume {
     // What else lives on a volume comes with the storage capability.
+    // Every enabled service whose data is on this volume, by the same
+    // reading as its `storageUsage`.
     async fn usages(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<StorageUsageInterface>> {
-        let _ = ctx;
-        Err(unavailable(VOLUMES))
+        let services = &app(ctx).services;
+        let views = services.list().await.map_err(|f| graphql_error(ctx, &f))?;
+        let mut usages = Vec::new();
+        for view in views.into_iter().filter(|v| v.enabled) {
+            let usage = services.storage_use(&view).await;
+            if usage.volume.as_ref().map(|v| v.filesystem.name.as_str()) != Some(&self.name) {
+                continue;
+            }
+            usages.push(StorageUsageInterface::ServiceStorageUsage(
+                ServiceStorageUsage {
+                    used_space: usage.bytes.to_string(),
+                    volume: Some(self.clone()),
+                    title: view.definition.meta.name.clone(),
+                    service: Some(Service(Arc::new(view))),
+                },
+            ));
+        }
+        Ok(usages)
     }
 }
 
@@ -70,8 +139,12 @@ pub struct Storage;
 #[Object]
 impl Storage {
     async fn volumes(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<StorageVolume>> {
-        let _ = ctx;
-        Err(unavailable(VOLUMES))
+        let volumes = app(ctx)
+            .storage
+            .volumes()
+            .await
+            .map_err(|f| graphql_error(ctx, &f))?;
+        Ok(volumes.iter().map(StorageVolume::from).collect())
     }
 }
 
@@ -88,8 +161,18 @@ impl StorageMutations {
         ctx: &Context<'_>,
         name: String,
     ) -> async_graphql::Result<GenericMutationReturn> {
-        let _ = (ctx, name);
-        Err(unavailable(VOLUMES))
+        Ok(match app(ctx).storage.resize(&name).await {
+            Ok(said) => Status::ok(
+                200,
+                say(
+                    ctx,
+                    &format!("Volume {name} resized: {said}"),
+                    &format!("Размер тома {name} изменён: {said}"),
+                ),
+            )
+            .into(),
+            Err(failure) => Status::failed(&failure, locale(ctx)).into(),
+        })
     }
 
     pub async fn mount_volume(
@@ -97,8 +180,13 @@ impl StorageMutations {
         ctx: &Context<'_>,
         name: String,
     ) -> async_graphql::Result<GenericMutationReturn> {
-        let _ = (ctx, name);
-        Err(unavailable(VOLUMES))
+        let outcome = app(ctx).storage.mount(&name).await;
+        Ok(rebuild_return(
+            ctx,
+            outcome,
+            &format!("Volume {name} will be mounted."),
+            &format!("Том {name} будет подключён."),
+        ))
     }
 
     pub async fn unmount_volume(
@@ -106,8 +194,13 @@ impl StorageMutations {
         ctx: &Context<'_>,
         name: String,
     ) -> async_graphql::Result<GenericMutationReturn> {
-        let _ = (ctx, name);
-        Err(unavailable(VOLUMES))
+        let outcome = app(ctx).storage.unmount(&name).await;
+        Ok(rebuild_return(
+            ctx,
+            outcome,
+            &format!("Volume {name} will be unmounted."),
+            &format!("Том {name} будет отключён."),
+        ))
     }
 
     pub async fn migrate_to_binds(
@@ -115,8 +208,23 @@ impl StorageMutations {
         ctx: &Context<'_>,
         input: MigrateToBindsInput,
     ) -> async_graphql::Result<GenericJobMutationReturn> {
-        let _ = (ctx, input);
-        Err(unavailable(VOLUMES))
+        // The input names fixed services and devices; a server that binds
+        // its services' folders already has nothing to migrate.
+        let _ = input;
+        match app(ctx).storage.uses_binds() {
+            Ok(true) => {
+                let failure = Failure::conflict(
+                    "This server already keeps service data on volumes with bind mounts: nothing to migrate (use moveService to move a service)",
+                    "Этот сервер уже хранит данные сервисов на томах через bind-монтирование: переносить нечего (для переноса сервиса используйте moveService)",
+                );
+                Ok(GenericJobMutationReturn::new(
+                    Status::failed(&failure, locale(ctx)),
+                    None,
+                ))
+            }
+            Ok(false) => Err(unavailable("Migrating a server without bind mounts")),
+            Err(failure) => Err(graphql_error(ctx, &failure)),
+        }
     }
 }
 
