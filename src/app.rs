@@ -2,6 +2,7 @@
 //! configuration and shared by every request.
 
 use crate::config::Config;
+use crate::domain::backups::{Backups, BackupsSetup};
 use crate::domain::clock::Clock;
 use crate::domain::jobs::JobRegistry;
 use crate::domain::locks::ServiceLocks;
@@ -29,12 +30,14 @@ pub struct App {
     pub resources: Arc<ResourceSampler>,
     /// Shared by moves, backups and restores: one at a time per service.
     pub service_locks: Arc<ServiceLocks>,
+    pub backups: Arc<Backups>,
 }
 
 impl App {
     pub fn open(config: Config) -> anyhow::Result<Arc<App>> {
         let store = Arc::new(Store::open(&config.state_dir)?);
         let clock = Arc::new(Clock::default());
+        let backup_store = store.clone();
         let tokens = TokenService::load(store.clone(), clock.clone())?;
         let jobs = Arc::new(JobRegistry::load(store, clock.clone(), |job| {
             RebuildKind::of_job(&job.type_id).is_some()
@@ -90,6 +93,27 @@ impl App {
             PathBuf::from("/sys/fs/cgroup"),
             PathBuf::from("/proc"),
         ));
+        let service_locks = Arc::new(ServiceLocks::default());
+        let backups = Arc::new(Backups::new(
+            BackupsSetup {
+                dir: config.state_dir.join("backups"),
+                restic_binary: config.restic_binary.clone(),
+                postgres: crate::os::postgres::Postgres {
+                    bin_dir: config.postgres_bin_dir.clone(),
+                    host: config.postgres_host.clone(),
+                    user: config.postgres_user.clone(),
+                },
+                sp_modules_dir: config.sp_modules_dir.clone(),
+                unit_timeout: Duration::from_secs(config.unit_timeout_secs),
+                server_files: std::iter::once(config.userdata_file.clone())
+                    .chain(config.backup_server_files.iter().cloned())
+                    .collect(),
+            },
+            backup_store,
+            jobs.clone(),
+            service_locks.clone(),
+            systemd.clone(),
+        ));
         Ok(Arc::new(App {
             config,
             clock,
@@ -100,7 +124,8 @@ impl App {
             services,
             rebuilds,
             resources,
-            service_locks: Arc::new(ServiceLocks::default()),
+            service_locks,
+            backups,
         }))
     }
 }

@@ -52,6 +52,17 @@ pub struct Config {
     /// scripts from a public CDN (unpinned, without integrity hashes) on
     /// the origin where the owner types a token.
     pub graphiql: bool,
+    /// The restic program backups run.
+    pub restic_binary: PathBuf,
+    /// Where `pg_dump`, `pg_restore` and `psql` are (default: on PATH).
+    pub postgres_bin_dir: Option<PathBuf>,
+    /// PostgreSQL's socket directory, for database dumps.
+    pub postgres_host: String,
+    /// The OS user and database role dumps and restores run as.
+    pub postgres_user: String,
+    /// Files backed up with the server's settings besides userdata (the
+    /// secrets the server needs).
+    pub backup_server_files: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -76,6 +87,11 @@ impl Default for Config {
             rollback_unit: "sp-nixos-rollback.service".into(),
             system_profile: PathBuf::from("/nix/var/nix/profiles/system"),
             graphiql: false,
+            restic_binary: PathBuf::from("restic"),
+            postgres_bin_dir: None,
+            postgres_host: "/run/postgresql".into(),
+            postgres_user: "postgres".into(),
+            backup_server_files: Vec::new(),
         }
     }
 }

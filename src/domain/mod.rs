@@ -1,5 +1,6 @@
 //! What the daemon does, independent of GraphQL, D-Bus and SQLite details.
 
+pub mod backups;
 pub mod clock;
 pub mod error;
 pub mod i18n;

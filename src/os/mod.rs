@@ -7,6 +7,8 @@ pub mod disks;
 pub mod files;
 pub mod journal;
 pub mod network;
+pub mod postgres;
+pub mod restic;
 pub mod sp_modules;
 pub mod systemd;
 pub mod userdata;

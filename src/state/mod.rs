@@ -1,9 +1,11 @@
 //! The daemon's own state in one SQLite file: tokens, keys, jobs.
 //! Schema changes are migrations numbered by `PRAGMA user_version`.
 
+mod backups;
 mod jobs;
 mod tokens;
 
+pub use backups::SnapshotRecord;
 pub use jobs::JobRecord;
 pub use tokens::{Hash, KeyKind, KeySpend, StoredKey, StoredToken};
 
@@ -53,6 +55,13 @@ const MIGRATIONS: &[&str] = &[
         finished_at INTEGER,
         error TEXT,
         result TEXT
+     );",
+    // 2: backups (the cached snapshot list).
+    "CREATE TABLE backup_snapshots (
+        id TEXT PRIMARY KEY,
+        service TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_at INTEGER NOT NULL
      );",
 ];
 

@@ -219,8 +219,7 @@ impl Service {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<Option<Vec<SnapshotInfo>>> {
-        let _ = ctx;
-        Err(unavailable("Backups"))
+        crate::api::types::backup::snapshots_of(ctx, self.0.id()).map(Some)
     }
 }
 
