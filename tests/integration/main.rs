@@ -6,6 +6,7 @@ mod support;
 
 mod app_operations;
 mod auth;
+mod backups;
 mod catalogue;
 mod jobs;
 mod limits;

@@ -1,0 +1,744 @@
+//! Backups and restores through the daemon with real restic, a real FILE
+//! repository and a real PostgreSQL cluster started by the test. The
+//! services here have no systemd units (the daemon runs outside a testbed,
+//! with no bus), so nothing is stopped; their files and database are real.
+
+use crate::support::{Daemon, assert_no_errors};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A throwaway PostgreSQL cluster: initdb in a temporary directory, run as
+/// `postgres`, listening only on a unix socket there; stopped by its data
+/// directory on drop, even when the test fails.
+struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    started: bool,
+}
+
+impl Postgres {
+    fn start() -> Postgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("Debian's postgresql")
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|bin| bin.join("initdb").exists())
+            .max()
+            .expect("an initdb under /usr/lib/postgresql/*/bin");
+        let dir = tempfile::Builder::new()
+            .prefix("sp-backup-pg-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let mut pg = Postgres {
+            dir,
+            bin,
+            started: false,
+        };
+        let owned = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(pg.dir.path())
+            .status()
+            .unwrap();
+        assert!(owned.success());
+        pg.as_postgres(
+            "initdb",
+            &["--auth=trust", "--username=postgres", "--no-sync", "-D"],
+            &[pg.data()],
+        );
+        let options = format!("-k {} -c listen_addresses=", pg.dir.path().display());
+        pg.started = true;
+        let log = pg.dir.path().join("log");
+        pg.as_postgres(
+            "pg_ctl",
+            &[
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &options,
+                "-l",
+                &log.to_string_lossy(),
+                "-D",
+            ],
+            &[pg.data(), "start".into()],
+        );
+        pg
+    }
+
+    fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").to_string_lossy().into_owned()
+    }
+
+    fn as_postgres(&self, program: &str, args: &[&str], more: &[String]) {
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(program))
+            .args(args)
+            .args(more)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{program}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `sql` in `db` as the superuser: its unaligned output.
+    fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.dir.path())
+            .args(["-U", "postgres", "-d", db, "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.started {
+            let _ = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"))
+                .args(["-w", "-t", "60", "-m", "immediate", "-D"])
+                .arg(self.data())
+                .arg("stop")
+                .output();
+        }
+    }
+}
+
+/// A service's data: two real folders (a folder and an owned folder) and,
+/// optionally, a database; and a daemon whose catalogue has that service.
+struct Setup {
+    daemon: Daemon,
+    data: tempfile::TempDir,
+    repo: PathBuf,
+}
+
+impl Setup {
+    async fn new(service: &str, pg: Option<&Postgres>, databases: &[&str]) -> Setup {
+        let data = tempfile::Builder::new()
+            .prefix("sp-backup-data-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let mut config = String::new();
+        if let Some(pg) = pg {
+            config.push_str(&format!(
+                "postgres_bin_dir = {:?}\npostgres_host = {:?}\n",
+                pg.bin.to_string_lossy(),
+                pg.socket_dir().to_string_lossy()
+            ));
+        }
+        let daemon = Daemon::start_with_config(&config).await;
+        let setup = Setup {
+            repo: data.path().join("repository"),
+            daemon,
+            data,
+        };
+        setup.define(service, databases);
+        setup
+    }
+
+    fn folder(&self) -> PathBuf {
+        self.data.path().join("app")
+    }
+
+    fn owned(&self) -> PathBuf {
+        self.data.path().join("app-static")
+    }
+
+    /// The service's sp-module definition, in the daemon's catalogue.
+    fn define(&self, id: &str, databases: &[&str]) {
+        let modules = self.daemon.state_dir.path().join("sp-modules");
+        std::fs::create_dir_all(&modules).unwrap();
+        let definition = json!({
+            "meta": {
+                "spModuleSchemaVersion": 1, "id": id, "name": format!("App {id}"),
+                "description": "Test service", "svgIcon": "<svg/>",
+                "systemdServices": [], "supportLevel": "community",
+                "folders": [self.folder()],
+                "ownedFolders": [{"path": self.owned(), "owner": "root", "group": "root"}],
+                "postgreDatabases": databases,
+            },
+            "options": {
+                "enable": {"name": "enable", "default": false, "meta": {"type": "enable"}}
+            }
+        });
+        std::fs::write(modules.join(id), definition.to_string()).unwrap();
+    }
+
+    async fn initialize(&self) -> Value {
+        let answer = self
+            .daemon
+            .query(
+                "mutation($r: InitializeRepositoryInput!) { backup { initializeRepository(repository: $r) {
+                    success code message configuration { provider encryptionKey isInitialized locationName } } } }",
+                json!({"r": {"provider": "FILE", "locationId": "", "locationName": self.repo,
+                             "login": "", "password": ""}}),
+            )
+            .await;
+        assert_no_errors(&answer);
+        let result = answer["data"]["backup"]["initializeRepository"].clone();
+        assert_eq!(result["success"], true, "{result}");
+        result
+    }
+
+    async fn start_backup(&self, service: &str) -> Value {
+        let answer = self
+            .daemon
+            .query(
+                "mutation($s: String!) { backup { startBackup(serviceId: $s) { success code message job { uid } } } }",
+                json!({"s": service}),
+            )
+            .await;
+        assert_no_errors(&answer);
+        answer["data"]["backup"]["startBackup"].clone()
+    }
+
+    async fn restore(&self, snapshot: &str, strategy: &str) -> Value {
+        let answer = self
+            .daemon
+            .query(
+                "mutation($id: String!, $s: RestoreStrategy!) { backup { restoreBackup(snapshotId: $id, strategy: $s) {
+                    success code message job { uid } } } }",
+                json!({"id": snapshot, "s": strategy}),
+            )
+            .await;
+        assert_no_errors(&answer);
+        answer["data"]["backup"]["restoreBackup"].clone()
+    }
+
+    /// Waits (deadline: `limit`) for the job to end: the job.
+    async fn wait_job(&self, uid: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let answer = self
+                .daemon
+                .query(
+                    "query($id: String!) { jobs { getJob(jobId: $id) { uid status progress error result statusText } } }",
+                    json!({"id": uid}),
+                )
+                .await;
+            let job = answer["data"]["jobs"]["getJob"].clone();
+            if job["status"] == "FINISHED" || job["status"] == "ERROR" {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {uid} did not end: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn backup_and_wait(&self, service: &str) -> Value {
+        let started = self.start_backup(service).await;
+        assert_eq!(started["success"], true, "{started}");
+        self.wait_job(
+            started["job"]["uid"].as_str().unwrap(),
+            Duration::from_secs(300),
+        )
+        .await
+    }
+
+    async fn snapshots(&self) -> Vec<Value> {
+        let answer = self
+            .daemon
+            .query(
+                "{ backup { allSnapshots { id createdAt reason } } }",
+                json!({}),
+            )
+            .await;
+        assert_no_errors(&answer);
+        answer["data"]["backup"]["allSnapshots"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+/// Every file and folder under `roots`: relative path -> (mode, content).
+fn tree(roots: &[PathBuf]) -> BTreeMap<String, (u32, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u32, Vec<u8>)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let key = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let mode = meta.permissions().mode();
+            if meta.is_dir() {
+                out.insert(key, (mode, Vec::new()));
+                walk(root, &path, out);
+            } else {
+                out.insert(key, (mode, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for root in roots {
+        out.insert(root.to_string_lossy().into_owned(), (0, Vec::new()));
+        walk(root, root, &mut out);
+    }
+    out
+}
+
+/// Writes `bytes` pseudo-random (incompressible) bytes to `path`.
+fn random_file(path: &Path, bytes: usize, seed: u64) {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut data = Vec::with_capacity(bytes);
+    while data.len() < bytes {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        data.extend_from_slice(&state.wrapping_mul(0x2545F4914F6CDD1D).to_le_bytes());
+    }
+    data.truncate(bytes);
+    std::fs::write(path, data).unwrap();
+}
+
+fn fill(setup: &Setup, big: usize) {
+    let folder = setup.folder();
+    std::fs::create_dir_all(folder.join("nested/deeper")).unwrap();
+    std::fs::create_dir_all(setup.owned()).unwrap();
+    std::fs::write(folder.join("config.ini"), "[app]\nname = test\n").unwrap();
+    std::fs::write(folder.join("nested/deeper/note.txt"), "keep me").unwrap();
+    std::fs::set_permissions(
+        folder.join("config.ini"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    random_file(&folder.join("nested/blob.bin"), 256 * 1024, 1);
+    std::fs::write(setup.owned().join("index.html"), "<h1>hello</h1>").unwrap();
+    if big > 0 {
+        for n in 0..(big / (16 << 20)).max(1) {
+            random_file(
+                &folder.join(format!("big-{n}.bin")),
+                16 << 20,
+                100 + n as u64,
+            );
+        }
+    }
+}
+
+/// Changes the service's data: one file edited, one added, one removed.
+fn change(setup: &Setup) {
+    let folder = setup.folder();
+    std::fs::write(folder.join("config.ini"), "[app]\nname = changed\n").unwrap();
+    std::fs::write(folder.join("added.txt"), "new").unwrap();
+    std::fs::remove_file(folder.join("nested/deeper/note.txt")).unwrap();
+    std::fs::write(setup.owned().join("index.html"), "<h1>changed</h1>").unwrap();
+}
+
+fn roots(setup: &Setup) -> Vec<PathBuf> {
+    vec![setup.folder(), setup.owned()]
+}
+
+const ROWS: &str = "SELECT string_agg(id || ':' || body, ',' ORDER BY id) FROM notes";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_with_files_and_a_database_is_restored_with_each_strategy() {
+    let pg = Postgres::start();
+    pg.psql("postgres", "CREATE ROLE appuser LOGIN");
+    pg.psql("postgres", "CREATE DATABASE appdb OWNER appuser");
+    pg.psql(
+        "appdb",
+        "SET ROLE appuser; CREATE TABLE notes (id int PRIMARY KEY, body text);
+         INSERT INTO notes VALUES (1, 'first'), (2, 'second');",
+    );
+    let setup = Setup::new("app", Some(&pg), &["appdb"]).await;
+    fill(&setup, 0);
+    let original = tree(&roots(&setup));
+    let original_rows = pg.psql("appdb", ROWS);
+    assert_eq!(original_rows, "1:first,2:second");
+
+    // Before a repository exists, a backup is refused, not faked.
+    let refused = setup.start_backup("app").await;
+    assert_eq!(refused["success"], false, "{refused}");
+    assert_eq!(refused["code"], 409, "{refused}");
+
+    let init = setup.initialize().await;
+    let config = &init["configuration"];
+    assert_eq!(config["provider"], "FILE");
+    assert_eq!(config["isInitialized"], true);
+    let key = config["encryptionKey"].as_str().unwrap();
+    assert!(key.len() >= 40, "{config}");
+    let password_file = setup
+        .daemon
+        .state_dir
+        .path()
+        .join("backups/repository-password");
+    assert_eq!(std::fs::read_to_string(&password_file).unwrap(), key);
+    let mode = std::fs::metadata(&password_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        setup.repo.join("config").exists(),
+        "restic made the repository"
+    );
+
+    let job = setup.backup_and_wait("app").await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(job["progress"], 100);
+    let snapshots = setup.snapshots().await;
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    assert_eq!(snapshots[0]["reason"], "EXPLICIT");
+    let snapshot = snapshots[0]["id"].as_str().unwrap().to_owned();
+    // The database dump is not left lying around after the backup.
+    let dumps = setup.daemon.state_dir.path().join("backups/dumps/app");
+    assert!(!dumps.exists(), "dump folder removed after the backup");
+
+    // DOWNLOAD_VERIFY_OVERWRITE brings back files, modes and rows.
+    change(&setup);
+    pg.psql(
+        "appdb",
+        "UPDATE notes SET body = 'edited' WHERE id = 1; INSERT INTO notes VALUES (3, 'third');",
+    );
+    assert_ne!(tree(&roots(&setup)), original);
+    let started = setup.restore(&snapshot, "DOWNLOAD_VERIFY_OVERWRITE").await;
+    assert_eq!(started["success"], true, "{started}");
+    let job = setup
+        .wait_job(
+            started["job"]["uid"].as_str().unwrap(),
+            Duration::from_secs(300),
+        )
+        .await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(tree(&roots(&setup)), original);
+    assert_eq!(pg.psql("appdb", ROWS), original_rows);
+    // Owned by its role still, and no staging database left behind.
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'appdb'"
+        ),
+        "appuser"
+    );
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'appdb_sp_%'"
+        ),
+        "0"
+    );
+
+    // INPLACE takes a PRE_RESTORE snapshot of the changed data first.
+    change(&setup);
+    pg.psql("appdb", "DELETE FROM notes WHERE id = 2;");
+    let changed = tree(&roots(&setup));
+    let started = setup.restore(&snapshot, "INPLACE").await;
+    assert_eq!(started["success"], true, "{started}");
+    let job = setup
+        .wait_job(
+            started["job"]["uid"].as_str().unwrap(),
+            Duration::from_secs(300),
+        )
+        .await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(tree(&roots(&setup)), original);
+    assert_eq!(pg.psql("appdb", ROWS), original_rows);
+    let snapshots = setup.snapshots().await;
+    assert_eq!(snapshots.len(), 2, "{snapshots:?}");
+    let pre = snapshots
+        .iter()
+        .find(|s| s["reason"] == "PRE_RESTORE")
+        .expect("a PRE_RESTORE snapshot");
+    let pre_id = pre["id"].as_str().unwrap().to_owned();
+
+    // The PRE_RESTORE snapshot holds the changed data: restoring it gives
+    // the changed tree back.
+    let started = setup.restore(&pre_id, "DOWNLOAD_VERIFY_OVERWRITE").await;
+    let job = setup
+        .wait_job(
+            started["job"]["uid"].as_str().unwrap(),
+            Duration::from_secs(300),
+        )
+        .await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(tree(&roots(&setup)), changed);
+    assert_eq!(pg.psql("appdb", ROWS), "1:first");
+
+    // Forget it; the list (and a forced reload) no longer has it.
+    let answer = setup
+        .daemon
+        .query(
+            "mutation($id: String!) { backup { forgetSnapshot(snapshotId: $id) { success code message } } }",
+            json!({"id": pre_id}),
+        )
+        .await;
+    assert_eq!(
+        answer["data"]["backup"]["forgetSnapshot"]["success"], true,
+        "{answer}"
+    );
+    let answer = setup
+        .daemon
+        .query(
+            "mutation { backup { forceSnapshotsReload { success code } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        answer["data"]["backup"]["forceSnapshotsReload"]["success"], true,
+        "{answer}"
+    );
+    let ids: Vec<Value> = setup
+        .snapshots()
+        .await
+        .iter()
+        .map(|s| s["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!(snapshot)]);
+
+    // A snapshot id that does not exist: 404, nothing started.
+    let missing = setup.restore("0123456789abcdef", "INPLACE").await;
+    assert_eq!(missing["code"], 404, "{missing}");
+}
+
+/// The processes the daemon started whose program is restic, with their
+/// command lines.
+fn restic_children(daemon: &Daemon) -> Vec<(i32, String)> {
+    let parent = daemon.child.as_ref().unwrap().id().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        let ppid = rest.split(' ').nth(1).unwrap_or("");
+        if ppid == parent && comm.ends_with("(restic") {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
+        }
+    }
+    found
+}
+
+/// Every process's command line, as one text.
+fn all_command_lines() -> String {
+    let mut all = String::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            all.push_str(&String::from_utf8_lossy(&cmdline));
+            all.push('\n');
+        }
+    }
+    all
+}
+
+/// Waits for a restic child running `command` and kills it (SIGKILL, by
+/// its pid). While waiting, checks no process shows `secret`.
+async fn kill_restic(daemon: &Daemon, command: &str, secret: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut checks = 0;
+    loop {
+        let all = all_command_lines();
+        assert!(!all.contains(secret), "a secret is in a command line");
+        checks += 1;
+        if let Some((pid, cmdline)) = restic_children(daemon)
+            .into_iter()
+            .find(|(_, c)| c.contains(&format!(" {command} ")))
+        {
+            assert!(!cmdline.contains(secret));
+            let killed = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .unwrap();
+            assert!(killed.success());
+            return checks;
+        }
+        assert!(Instant::now() < deadline, "restic {command} never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restic_killed_mid_backup_or_mid_restore_leaves_the_data_and_fails_the_job() {
+    let setup = Setup::new("bulk", None, &[]).await;
+    fill(&setup, 128 << 20);
+    let key = setup.initialize().await["configuration"]["encryptionKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let original = tree(&roots(&setup));
+
+    // Mid-backup: the job ends ERROR, no snapshot, the data as it was; and
+    // a second backup of the service is refused while the first runs.
+    let started = setup.start_backup("bulk").await;
+    assert_eq!(started["success"], true, "{started}");
+    let second = setup.start_backup("bulk").await;
+    assert_eq!(second["code"], 409, "{second}");
+    let checks = kill_restic(&setup.daemon, "backup", &key).await;
+    assert!(checks > 0);
+    let job = setup
+        .wait_job(
+            started["job"]["uid"].as_str().unwrap(),
+            Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(job["status"], "ERROR", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("backup"), "{job}");
+    assert_eq!(tree(&roots(&setup)), original);
+    assert!(setup.snapshots().await.is_empty());
+
+    // A whole backup, then a restore killed midway: the changed live data
+    // stays exactly as it was, and no staging folder is left.
+    let job = setup.backup_and_wait("bulk").await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    let snapshot = setup.snapshots().await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    change(&setup);
+    let changed = tree(&roots(&setup));
+    let started = setup.restore(&snapshot, "DOWNLOAD_VERIFY_OVERWRITE").await;
+    assert_eq!(started["success"], true, "{started}");
+    kill_restic(&setup.daemon, "restore", &key).await;
+    let job = setup
+        .wait_job(
+            started["job"]["uid"].as_str().unwrap(),
+            Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(job["status"], "ERROR", "{job}");
+    assert_eq!(tree(&roots(&setup)), changed);
+
+    // The lock was given back: the service can be restored now.
+    let started = setup.restore(&snapshot, "DOWNLOAD_VERIFY_OVERWRITE").await;
+    let job = setup
+        .wait_job(
+            started["job"]["uid"].as_str().unwrap(),
+            Duration::from_secs(300),
+        )
+        .await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(tree(&roots(&setup)), original);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_pack_is_refused_by_download_verify_overwrite_and_live_data_kept() {
+    let setup = Setup::new("fragile", None, &[]).await;
+    fill(&setup, 0);
+    setup.initialize().await;
+    let job = setup.backup_and_wait("fragile").await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    let snapshot = setup.snapshots().await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Damage every pack file in the middle (the tree packs restic caches
+    // locally too, so the data packs are the ones that count).
+    let mut damaged = 0;
+    for sub in std::fs::read_dir(setup.repo.join("data"))
+        .unwrap()
+        .flatten()
+    {
+        for pack in std::fs::read_dir(sub.path()).unwrap().flatten() {
+            let path = pack.path();
+            let mut bytes = std::fs::read(&path).unwrap();
+            let middle = bytes.len() / 2;
+            for b in &mut bytes[middle.saturating_sub(64)..middle + 64] {
+                *b ^= 0xA5;
+            }
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::fs::write(&path, bytes).unwrap();
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0);
+    change(&setup);
+    let changed = tree(&roots(&setup));
+    let started = setup.restore(&snapshot, "DOWNLOAD_VERIFY_OVERWRITE").await;
+    assert_eq!(started["success"], true, "{started}");
+    let job = setup
+        .wait_job(
+            started["job"]["uid"].as_str().unwrap(),
+            Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(job["status"], "ERROR", "{job}");
+    assert_eq!(tree(&roots(&setup)), changed, "live data untouched");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshots_of_a_removed_service_are_listed_with_an_orphaned_placeholder() {
+    let setup = Setup::new("gone", None, &[]).await;
+    fill(&setup, 0);
+    setup.initialize().await;
+    let job = setup.backup_and_wait("gone").await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    std::fs::remove_file(setup.daemon.state_dir.path().join("sp-modules/gone")).unwrap();
+    let query = "{ backup { allSnapshots { id reason service { id displayName isEnabled status canBeBackedUp } } } }";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let service = loop {
+        // The catalogue rescans within a second.
+        let answer = setup.daemon.query(query, json!({})).await;
+        if answer.get("errors").is_none() {
+            break answer["data"]["backup"]["allSnapshots"][0]["service"].clone();
+        }
+        assert!(Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(service["id"], "gone");
+    assert!(
+        service["displayName"]
+            .as_str()
+            .unwrap()
+            .contains("orphaned"),
+        "{service}"
+    );
+    assert_eq!(service["isEnabled"], false);
+    assert_eq!(service["status"], "OFF");
+    assert_eq!(service["canBeBackedUp"], false);
+
+    // removeRepository forgets the settings, not the data.
+    let answer = setup
+        .daemon
+        .query(
+            "mutation { backup { removeRepository { success configuration { provider isInitialized encryptionKey } } } }",
+            json!({}),
+        )
+        .await;
+    let result = &answer["data"]["backup"]["removeRepository"];
+    assert_eq!(result["success"], true, "{answer}");
+    assert_eq!(result["configuration"]["provider"], "NONE");
+    assert_eq!(result["configuration"]["isInitialized"], false);
+    assert!(setup.repo.join("config").exists());
+    assert!(
+        std::fs::read_dir(setup.repo.join("snapshots"))
+            .unwrap()
+            .next()
+            .is_some()
+    );
+}
