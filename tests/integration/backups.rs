@@ -742,3 +742,213 @@ async fn snapshots_of_a_removed_service_are_listed_with_an_orphaned_placeholder(
             .is_some()
     );
 }
+
+mod in_testbed {
+    //! A service with a running unit, in a real systemd: stopped for its
+    //! backup and restore and always started again; the app's queries
+    //! over real services; the whole server backed up and restored.
+
+    use super::tree;
+    use crate::support::{Client, assert_no_errors};
+    use crate::testbed::{Setup, Testbed, module};
+    use serde_json::{Value, json};
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    async fn wait_job(client: &Client, uid: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let answer = client
+                .query(
+                    "query($id: String!) { jobs { getJob(jobId: $id) { uid status progress error } } }",
+                    json!({"id": uid}),
+                )
+                .await;
+            let job = answer["data"]["jobs"]["getJob"].clone();
+            if job["status"] == "FINISHED" || job["status"] == "ERROR" {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {uid} did not end: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn mutation(client: &Client, query: &str, variables: Value) -> Value {
+        let answer = client.query(query, variables).await;
+        assert_no_errors(&answer);
+        let backup = &answer["data"]["backup"];
+        let result = backup.as_object().unwrap().values().next().unwrap().clone();
+        assert_eq!(result["success"], true, "{answer}");
+        result
+    }
+
+    async fn run_job(client: &Client, query: &str, variables: Value) -> Value {
+        let result = mutation(client, query, variables).await;
+        wait_job(client, result["job"]["uid"].as_str().unwrap()).await
+    }
+
+    fn invocation(testbed: &Testbed, unit: &str) -> String {
+        testbed.run(&["systemctl", "show", "-p", "InvocationID", "--value", unit])
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_running_service_is_stopped_for_its_backup_and_restore_and_started_again() {
+        let testbed = Testbed::up(Setup {
+            modules: vec![
+                (
+                    "echo",
+                    module(
+                        "echo",
+                        &["echo.service"],
+                        json!({"folders": ["/var/lib/echo"]}),
+                    ),
+                ),
+                (
+                    "idle",
+                    module(
+                        "idle",
+                        &["idle.service"],
+                        json!({"folders": ["/var/lib/idle"]}),
+                    ),
+                ),
+            ],
+            userdata: json!({
+                "domain": "example.org", "hostname": "testbed", "timezone": "Etc/UTC",
+                "modules": {"echo": {"enable": true}, "idle": {"enable": false}}
+            }),
+            volumes: vec![],
+            config: "",
+        });
+        let client = testbed.start_daemon().await;
+        let rebuild = client
+            .query(
+                "mutation { system { runSystemRebuild { job { uid } } } }",
+                json!({}),
+            )
+            .await;
+        let job = wait_job(
+            &client,
+            rebuild["data"]["system"]["runSystemRebuild"]["job"]["uid"]
+                .as_str()
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(job["status"], "FINISHED", "{job}");
+        assert_eq!(testbed.unit_state("echo.service"), "active");
+
+        let folder: PathBuf = testbed.path("/var/lib/echo");
+        std::fs::create_dir_all(folder.join("sub")).unwrap();
+        std::fs::write(folder.join("data.txt"), "original").unwrap();
+        std::fs::write(folder.join("sub/more.txt"), "more").unwrap();
+        let original = tree(std::slice::from_ref(&folder));
+
+        mutation(
+            &client,
+            "mutation { backup { initializeRepository(repository: {provider: FILE, locationId: \"\", locationName: \"/var/lib/backup-repo\", login: \"\", password: \"\"}) { success message } } }",
+            json!({}),
+        )
+        .await;
+
+        let before = invocation(&testbed, "echo.service");
+        let job = run_job(
+            &client,
+            "mutation { backup { startBackup(serviceId: \"echo\") { success message job { uid } } } }",
+            json!({}),
+        )
+        .await;
+        assert_eq!(job["status"], "FINISHED", "{job}");
+        assert_eq!(
+            testbed.unit_state("echo.service"),
+            "active",
+            "started again"
+        );
+        let after_backup = invocation(&testbed, "echo.service");
+        assert_ne!(
+            before, after_backup,
+            "stopped for the backup and started again"
+        );
+        assert_eq!(testbed.unit_state("idle.service"), "inactive");
+
+        // The app's AllServices with backupSnapshots, and allSnapshots with
+        // the real service.
+        let answer = client
+            .query(
+                "{ services { allServices { id backupSnapshots { id reason service { id } } } } backup { allSnapshots { id service { id displayName status } } } }",
+                json!({}),
+            )
+            .await;
+        assert_no_errors(&answer);
+        let services = answer["data"]["services"]["allServices"]
+            .as_array()
+            .unwrap();
+        let echo = services.iter().find(|s| s["id"] == "echo").unwrap();
+        assert_eq!(
+            echo["backupSnapshots"].as_array().unwrap().len(),
+            1,
+            "{answer}"
+        );
+        assert_eq!(echo["backupSnapshots"][0]["reason"], "EXPLICIT");
+        let idle = services.iter().find(|s| s["id"] == "idle").unwrap();
+        assert_eq!(idle["backupSnapshots"], json!([]));
+        let all = &answer["data"]["backup"]["allSnapshots"];
+        assert_eq!(all[0]["service"]["displayName"], "echo (test)", "{answer}");
+        assert_eq!(all[0]["service"]["status"], "ACTIVE");
+        let snapshot = all[0]["id"].as_str().unwrap().to_owned();
+
+        std::fs::write(folder.join("data.txt"), "changed").unwrap();
+        std::fs::remove_file(folder.join("sub/more.txt")).unwrap();
+        let job = run_job(
+            &client,
+            "mutation($id: String!) { backup { restoreBackup(snapshotId: $id) { success message job { uid } } } }",
+            json!({"id": snapshot}),
+        )
+        .await;
+        assert_eq!(job["status"], "FINISHED", "{job}");
+        assert_eq!(tree(std::slice::from_ref(&folder)), original);
+        assert_eq!(
+            testbed.unit_state("echo.service"),
+            "active",
+            "started again"
+        );
+        assert_ne!(invocation(&testbed, "echo.service"), after_backup);
+
+        // The whole server: every service with data, then its settings;
+        // restoreAll brings back both the service's data and userdata.
+        let job = run_job(
+            &client,
+            "mutation { backup { totalBackup { success message job { uid } } } }",
+            json!({}),
+        )
+        .await;
+        assert_eq!(job["status"], "FINISHED", "{job}");
+        let answer = client
+            .query(
+                "{ backup { lastSlice { service { id displayName } reason } } }",
+                json!({}),
+            )
+            .await;
+        assert_no_errors(&answer);
+        let mut ids: Vec<String> = answer["data"]["backup"]["lastSlice"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["service"]["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["echo", "selfprivacy-api"], "{answer}");
+        let userdata = testbed.path("/etc/nixos/userdata.json");
+        let settings = std::fs::read(&userdata).unwrap();
+        std::fs::write(&userdata, "{\"broken\": true}").unwrap();
+        std::fs::write(folder.join("data.txt"), "changed again").unwrap();
+        let job = run_job(
+            &client,
+            "mutation { backup { restoreAll { success message job { uid } } } }",
+            json!({}),
+        )
+        .await;
+        assert_eq!(job["status"], "FINISHED", "{job}");
+        assert_eq!(std::fs::read(&userdata).unwrap(), settings);
+        assert_eq!(tree(std::slice::from_ref(&folder)), original);
+        assert_eq!(testbed.unit_state("echo.service"), "active");
+    }
+}

@@ -636,6 +636,10 @@ impl Backups {
             );
             let done = async {
                 let target = self.target(id)?;
+                if target.databases.is_empty() && !target.paths.iter().any(|p| p.exists()) {
+                    // Nothing of it on this server (never started).
+                    return Ok(String::new());
+                }
                 let _lease = self.locks.try_acquire(id, ServiceOperation::Backup)?;
                 self.backup_now(&target, Reason::Explicit, job).await
             }
