@@ -178,16 +178,21 @@ impl Restic {
         self.run("init", &["init"]).await.map(|_| ())
     }
 
-    /// Backs up `paths` with `tags`, calling `progress` with 0..=100 as
-    /// restic reports it. Returns the new snapshot's id.
+    /// Backs up `paths` with `tags`, leaving out files and folders named
+    /// like `excludes`, calling `progress` with 0..=100 as restic reports
+    /// it. Returns the new snapshot's id.
     pub async fn backup(
         &self,
         paths: &[PathBuf],
         tags: &[String],
+        excludes: &[&str],
         mut progress: impl FnMut(i32),
     ) -> Result<String, ResticError> {
         let mut args: Vec<String> = vec!["backup".into(), "--json".into()];
         args.extend(["--host".into(), HOST.into()]);
+        for exclude in excludes {
+            args.extend(["--exclude".into(), (*exclude).to_owned()]);
+        }
         for tag in tags {
             args.extend(["--tag".into(), tag.clone()]);
         }

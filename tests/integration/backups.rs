@@ -952,3 +952,84 @@ mod in_testbed {
         assert_eq!(testbed.unit_state("echo.service"), "active");
     }
 }
+
+/// The figure for the notes (not a test: `cargo test -- --ignored
+/// backup_overhead`): a 1 GiB tree backed up by the daemon (mutation to
+/// finished job, snapshot list refreshed) against bare `restic backup` of
+/// the same tree, each into a fresh repository, runs interleaved.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn backup_overhead_of_a_1_gib_tree() {
+    let setup = Setup::new("bench", None, &[]).await;
+    fill(&setup, 1 << 30);
+    let runs = 3;
+    let (mut bare, mut daemon) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let repo = setup.data.path().join(format!("bare-{run}"));
+        let password = setup.data.path().join("bare-password");
+        std::fs::write(&password, "bench-password").unwrap();
+        let cache = setup.data.path().join(format!("bare-cache-{run}"));
+        let restic = |args: &[&str]| {
+            let out = Command::new("restic")
+                .args(args)
+                .env("RESTIC_REPOSITORY", &repo)
+                .env("RESTIC_PASSWORD_FILE", &password)
+                .env("RESTIC_CACHE_DIR", &cache)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        restic(&["init"]);
+        let started = Instant::now();
+        let folder = setup.folder().to_string_lossy().into_owned();
+        let owned = setup.owned().to_string_lossy().into_owned();
+        restic(&[
+            "backup",
+            "--json",
+            "--host",
+            "selfprivacy",
+            "--tag",
+            "bench",
+            "--",
+            &folder,
+            &owned,
+        ]);
+        bare.push(started.elapsed().as_secs_f64());
+
+        let answer = setup
+            .daemon
+            .query(
+                "mutation($r: InitializeRepositoryInput!) { backup { initializeRepository(repository: $r) { success } } }",
+                json!({"r": {"provider": "FILE", "locationId": "", "locationName": setup.data.path().join(format!("daemon-{run}")),
+                             "login": "", "password": ""}}),
+            )
+            .await;
+        assert_eq!(
+            answer["data"]["backup"]["initializeRepository"]["success"],
+            true
+        );
+        let started = Instant::now();
+        let job = setup.backup_and_wait("bench").await;
+        assert_eq!(job["status"], "FINISHED", "{job}");
+        daemon.push(started.elapsed().as_secs_f64());
+        eprintln!(
+            "run {run}: bare {:.2} s, daemon {:.2} s",
+            bare[run], daemon[run]
+        );
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    eprintln!(
+        "1 GiB: bare restic median {:.2} s, daemon median {:.2} s, overhead {:+.1} %",
+        median(&bare),
+        median(&daemon),
+        (median(&daemon) / median(&bare) - 1.0) * 100.0
+    );
+}

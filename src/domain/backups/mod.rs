@@ -489,7 +489,7 @@ impl Backups {
         self.progress(job, 0, "Backing up", "Копирование");
         let tags = vec![target.id.clone(), reason.tag()];
         let backed_up = restic
-            .backup(&paths, &tags, |percent| {
+            .backup(&paths, &tags, &restore::LEFTOVERS, |percent| {
                 let _ = self.jobs.update(
                     job,
                     JobUpdate {

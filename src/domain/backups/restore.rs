@@ -17,6 +17,9 @@ use std::sync::Arc;
 const STAGING: &str = ".sp-restore-staging";
 const OLD: &str = ".sp-restore-old";
 
+/// What an interrupted restore may leave in a folder; never backed up.
+pub(super) const LEFTOVERS: [&str; 2] = [STAGING, OLD];
+
 /// Where a snapshot's path is staged, on the same filesystem as its data:
 /// inside the folder itself (a bind-mounted folder is its own volume), or
 /// beside a file.
