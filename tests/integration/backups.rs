@@ -1033,3 +1033,168 @@ async fn backup_overhead_of_a_1_gib_tree() {
         (median(&daemon) / median(&bare) - 1.0) * 100.0
     );
 }
+
+/// `rclone serve restic` on a free port, with a password from an htpasswd
+/// file (so no secret on its command line either); killed by its pid on
+/// drop.
+struct RestServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RestServer {
+    async fn start(user: &str, password: &str) -> RestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let htpasswd = dir.path().join("htpasswd");
+        // {SHA} entries: base64 of the password's SHA-1 (test scaffolding).
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import base64,hashlib,sys; print(base64.b64encode(hashlib.sha1(sys.stdin.read().encode()).digest()).decode())",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(password.as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        let digest = String::from_utf8(out.stdout).unwrap();
+        std::fs::write(&htpasswd, format!("{user}:{{SHA}}{}\n", digest.trim())).unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        let port = crate::support::free_port();
+        let child = Command::new("rclone")
+            .args([
+                "serve",
+                "restic",
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--htpasswd",
+            ])
+            .arg(&htpasswd)
+            .arg(dir.path().join("data"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = RestServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "rclone serve restic did not listen"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+}
+
+impl Drop for RestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rest_repository_with_a_password_never_shows_it_on_a_command_line() {
+    let password = "rest-secret-0f3a9c7e51";
+    let server = RestServer::start("sp", password).await;
+    let setup = Setup::new("remote", None, &[]).await;
+    fill(&setup, 64 << 20);
+    let original = tree(&roots(&setup));
+    let init = "mutation($r: InitializeRepositoryInput!) { backup { initializeRepository(repository: $r) {
+        success code message configuration { provider locationId locationName encryptionKey isInitialized } } } }";
+    let repository = |password: &str| {
+        json!({"r": {"provider": "REST", "locationId": format!("http://127.0.0.1:{}", server.port),
+                     "locationName": "repo", "login": "sp", "password": password}})
+    };
+
+    // A wrong password: refused, with the repository left unconfigured.
+    let answer = setup.daemon.query(init, repository("wrong-password")).await;
+    let result = &answer["data"]["backup"]["initializeRepository"];
+    assert_eq!(result["success"], false, "{answer}");
+    assert!(
+        !result["message"]
+            .as_str()
+            .unwrap()
+            .contains("wrong-password"),
+        "{answer}"
+    );
+    let answer = setup
+        .daemon
+        .query(
+            "{ backup { configuration { provider isInitialized } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        answer["data"]["backup"]["configuration"]["isInitialized"],
+        false
+    );
+
+    let answer = setup.daemon.query(init, repository(password)).await;
+    let result = &answer["data"]["backup"]["initializeRepository"];
+    assert_eq!(result["success"], true, "{answer}");
+    assert_eq!(result["configuration"]["provider"], "REST");
+    let key = result["configuration"]["encryptionKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Every command line, polled while the backup runs.
+    let started = setup.start_backup("remote").await;
+    let uid = started["job"]["uid"].as_str().unwrap().to_owned();
+    let mut seen_restic = false;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let all = all_command_lines();
+        assert!(
+            !all.contains(password),
+            "the REST password is on a command line"
+        );
+        assert!(
+            !all.contains(&key),
+            "the encryption key is on a command line"
+        );
+        seen_restic |= !restic_children(&setup.daemon).is_empty();
+        let answer = setup
+            .daemon
+            .query(
+                "query($id: String!) { jobs { getJob(jobId: $id) { status error } } }",
+                json!({"id": uid}),
+            )
+            .await;
+        let status = answer["data"]["jobs"]["getJob"]["status"].clone();
+        if status == "FINISHED" || status == "ERROR" {
+            assert_eq!(status, "FINISHED", "{answer}");
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(seen_restic, "restic was seen running while polling");
+
+    let snapshot = setup.snapshots().await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    change(&setup);
+    let started = setup.restore(&snapshot, "DOWNLOAD_VERIFY_OVERWRITE").await;
+    let job = setup
+        .wait_job(
+            started["job"]["uid"].as_str().unwrap(),
+            Duration::from_secs(300),
+        )
+        .await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(tree(&roots(&setup)), original);
+}
