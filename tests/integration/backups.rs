@@ -951,6 +951,74 @@ mod in_testbed {
         assert_eq!(tree(std::slice::from_ref(&folder)), original);
         assert_eq!(testbed.unit_state("echo.service"), "active");
     }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn without_room_for_a_second_copy_only_an_in_place_restore_runs() {
+        let testbed = Testbed::up(Setup {
+            modules: vec![(
+                "big",
+                module("big", &[], json!({"folders": ["/volumes/sdb/big"]})),
+            )],
+            userdata: json!({
+                "domain": "example.org", "hostname": "testbed", "timezone": "Etc/UTC",
+                "modules": {"big": {"enable": true}}
+            }),
+            volumes: vec!["sdb:64"],
+            config: "",
+        });
+        let client = testbed.start_daemon().await;
+        let folder = testbed.path("/volumes/sdb/big");
+        std::fs::create_dir_all(&folder).unwrap();
+        for n in 0..5 {
+            super::random_file(&folder.join(format!("part-{n}")), 7 << 20, n);
+        }
+        let original = tree(std::slice::from_ref(&folder));
+        mutation(
+            &client,
+            "mutation { backup { initializeRepository(repository: {provider: FILE, locationId: \"\", locationName: \"/var/lib/backup-repo\", login: \"\", password: \"\"}) { success message } } }",
+            json!({}),
+        )
+        .await;
+        let job = run_job(
+            &client,
+            "mutation { backup { startBackup(serviceId: \"big\") { success message job { uid } } } }",
+            json!({}),
+        )
+        .await;
+        assert_eq!(job["status"], "FINISHED", "{job}");
+        let answer = client
+            .query("{ backup { allSnapshots { id } } }", json!({}))
+            .await;
+        let snapshot = answer["data"]["backup"]["allSnapshots"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        std::fs::write(folder.join("part-0"), "changed").unwrap();
+        let changed = tree(std::slice::from_ref(&folder));
+
+        // 35 MiB to stage beside 35 MiB on a 64 MB volume: refused before
+        // anything is touched.
+        let restore = "mutation($id: String!, $s: RestoreStrategy!) { backup { restoreBackup(snapshotId: $id, strategy: $s) { success message job { uid } } } }";
+        let job = run_job(
+            &client,
+            restore,
+            json!({"id": snapshot, "s": "DOWNLOAD_VERIFY_OVERWRITE"}),
+        )
+        .await;
+        assert_eq!(job["status"], "ERROR", "{job}");
+        assert!(
+            job["error"]
+                .as_str()
+                .unwrap()
+                .contains("Not enough free space"),
+            "{job}"
+        );
+        assert_eq!(tree(std::slice::from_ref(&folder)), changed);
+
+        let job = run_job(&client, restore, json!({"id": snapshot, "s": "INPLACE"})).await;
+        assert_eq!(job["status"], "FINISHED", "{job}");
+        assert_eq!(tree(std::slice::from_ref(&folder)), original);
+    }
 }
 
 /// The figure for the notes (not a test: `cargo test -- --ignored
@@ -1154,6 +1222,7 @@ async fn a_rest_repository_with_a_password_never_shows_it_on_a_command_line() {
     let started = setup.start_backup("remote").await;
     let uid = started["job"]["uid"].as_str().unwrap().to_owned();
     let mut seen_restic = false;
+    let mut progress_seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let all = all_command_lines();
@@ -1169,11 +1238,16 @@ async fn a_rest_repository_with_a_password_never_shows_it_on_a_command_line() {
         let answer = setup
             .daemon
             .query(
-                "query($id: String!) { jobs { getJob(jobId: $id) { status error } } }",
+                "query($id: String!) { jobs { getJob(jobId: $id) { status error progress } } }",
                 json!({"id": uid}),
             )
             .await;
         let status = answer["data"]["jobs"]["getJob"]["status"].clone();
+        if let Some(p) = answer["data"]["jobs"]["getJob"]["progress"].as_i64()
+            && progress_seen.last() != Some(&p)
+        {
+            progress_seen.push(p);
+        }
         if status == "FINISHED" || status == "ERROR" {
             assert_eq!(status, "FINISHED", "{answer}");
             break;
@@ -1182,6 +1256,12 @@ async fn a_rest_repository_with_a_password_never_shows_it_on_a_command_line() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(seen_restic, "restic was seen running while polling");
+    // restic's JSON status moved the job between 0 and 100 %, never back.
+    assert!(
+        progress_seen.iter().any(|p| (1..100).contains(p)),
+        "{progress_seen:?}"
+    );
+    assert!(progress_seen.is_sorted(), "{progress_seen:?}");
 
     let snapshot = setup.snapshots().await[0]["id"]
         .as_str()
