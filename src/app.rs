@@ -114,6 +114,7 @@ impl App {
             service_locks.clone(),
             systemd.clone(),
         ));
+        backups.start_units_left_stopped();
         Ok(Arc::new(App {
             config,
             clock,

@@ -953,6 +953,74 @@ mod in_testbed {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn a_daemon_killed_mid_backup_starts_the_stopped_service_when_it_comes_back() {
+        let testbed = Testbed::up(Setup {
+            modules: vec![(
+                "echo",
+                module(
+                    "echo",
+                    &["echo.service"],
+                    json!({"folders": ["/var/lib/echo"]}),
+                ),
+            )],
+            userdata: json!({
+                "domain": "example.org", "hostname": "testbed", "timezone": "Etc/UTC",
+                "modules": {"echo": {"enable": true}}
+            }),
+            volumes: vec![],
+            config: "",
+        });
+        let client = testbed.start_daemon().await;
+        let rebuild = client
+            .query(
+                "mutation { system { runSystemRebuild { job { uid } } } }",
+                json!({}),
+            )
+            .await;
+        let uid = rebuild["data"]["system"]["runSystemRebuild"]["job"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(wait_job(&client, &uid).await["status"], "FINISHED");
+        assert_eq!(testbed.unit_state("echo.service"), "active");
+        let folder = testbed.path("/var/lib/echo");
+        std::fs::create_dir_all(&folder).unwrap();
+        for n in 0..16 {
+            super::random_file(&folder.join(format!("part-{n}")), 16 << 20, n);
+        }
+        mutation(
+            &client,
+            "mutation { backup { initializeRepository(repository: {provider: FILE, locationId: \"\", locationName: \"/var/lib/backup-repo\", login: \"\", password: \"\"}) { success message } } }",
+            json!({}),
+        )
+        .await;
+        let started = mutation(
+            &client,
+            "mutation { backup { startBackup(serviceId: \"echo\") { success message job { uid } } } }",
+            json!({}),
+        )
+        .await;
+        let uid = started["job"]["uid"].as_str().unwrap().to_owned();
+        // Killed while the service is stopped for its backup.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while testbed.unit_state("echo.service") == "active" {
+            assert!(Instant::now() < deadline, "echo.service was never stopped");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        testbed.restart_daemon(&client).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while testbed.unit_state("echo.service") != "active" {
+            assert!(
+                Instant::now() < deadline,
+                "echo.service was not started again after the daemon came back"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let job = wait_job(&client, &uid).await;
+        assert_eq!(job["status"], "ERROR", "{job}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn without_room_for_a_second_copy_only_an_in_place_restore_runs() {
         let testbed = Testbed::up(Setup {
             modules: vec![(

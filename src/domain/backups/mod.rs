@@ -499,7 +499,7 @@ impl Backups {
                 );
             })
             .await;
-        let started = self.start_units(&stopped).await;
+        let started = self.start_units(&target.id, &stopped).await;
         if let Some(dumps) = &dumps {
             let _ = std::fs::remove_dir_all(dumps);
         }
@@ -527,6 +527,49 @@ impl Backups {
         Ok(Some(dir))
     }
 
+    /// Notes which of the service's units are stopped by us, so a daemon
+    /// killed before starting them again starts them when it comes back.
+    fn note_stopped(&self, service: &str, units: &[String]) {
+        let file = self.files.stopped().join(service);
+        let noted = if units.is_empty() {
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        } else {
+            let json = serde_json::to_vec(units).unwrap_or_default();
+            self.files
+                .prepare()
+                .map_err(|e| std::io::Error::other(e.message.en))
+                .and_then(|()| crate::os::files::write_atomically(&file, &json, 0o600))
+        };
+        if let Err(e) = noted {
+            tracing::warn!("noting the stopped units of {service}: {e}");
+        }
+    }
+
+    /// Starts the units a killed daemon left stopped (see `note_stopped`).
+    /// Called once at startup.
+    pub fn start_units_left_stopped(self: &Arc<Self>) {
+        let Ok(entries) = std::fs::read_dir(self.files.stopped()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let service = entry.file_name().to_string_lossy().into_owned();
+            let units: Vec<String> = std::fs::read(entry.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            tracing::warn!(%service, ?units, "starting units a backup or restore left stopped");
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.start_units(&service, &units).await {
+                    tracing::error!("starting {service} again: {}", e.message.en);
+                }
+            });
+        }
+    }
+
     /// Stops the service's running units; returns those it stopped.
     async fn stop_units(&self, target: &Target) -> Outcome<Vec<String>> {
         if target.units.is_empty() {
@@ -549,6 +592,11 @@ impl Backups {
             if !running {
                 continue;
             }
+            // Noted before stopping: a daemon killed right after still
+            // starts it again.
+            let mut noted = stopped.clone();
+            noted.push(unit.clone());
+            self.note_stopped(&target.id, &noted);
             match systemd
                 .run_job(UnitAction::Stop, unit, self.unit_timeout)
                 .await
@@ -556,7 +604,7 @@ impl Backups {
                 Ok(JobOutcome::Done) => stopped.push(unit.clone()),
                 other => {
                     // Put back what was stopped before giving up.
-                    let _ = self.start_units(&stopped).await;
+                    let _ = self.start_units(&target.id, &noted).await;
                     return Err(Failure::internal(
                         &format!("stopping {unit}"),
                         format!("{other:?}"),
@@ -567,8 +615,8 @@ impl Backups {
         Ok(stopped)
     }
 
-    /// Starts `units` again, each even when another failed.
-    async fn start_units(&self, units: &[String]) -> Outcome<()> {
+    /// Starts `units` of `service` again, each even when another failed.
+    async fn start_units(&self, service: &str, units: &[String]) -> Outcome<()> {
         if units.is_empty() {
             return Ok(());
         }
@@ -590,6 +638,9 @@ impl Backups {
                 }
             }
         }
+        // Tried once, whatever the outcome: a unit that does not start is
+        // reported, not retried at every boot.
+        self.note_stopped(service, &[]);
         if failed.is_empty() {
             Ok(())
         } else {

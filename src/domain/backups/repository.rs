@@ -103,11 +103,16 @@ impl Files {
     pub fn dumps(&self) -> PathBuf {
         self.dir.join("dumps")
     }
+    /// Per service, the units a backup or restore stopped and has not yet
+    /// started again (so a daemon killed meanwhile starts them at boot).
+    pub fn stopped(&self) -> PathBuf {
+        self.dir.join("stopped")
+    }
 
     /// The directory, created 0700.
     pub fn prepare(&self) -> Outcome<()> {
         use std::os::unix::fs::DirBuilderExt;
-        for dir in [self.dir.clone(), self.cache(), self.dumps()] {
+        for dir in [self.dir.clone(), self.cache(), self.dumps(), self.stopped()] {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)

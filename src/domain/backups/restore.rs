@@ -272,7 +272,7 @@ impl Backups {
         let restored = self
             .restore_staged(target, &restic, &entry.id, &folders, &dumps, job)
             .await;
-        let started = self.start_units(&stopped).await;
+        let started = self.start_units(&target.id, &stopped).await;
         restored?;
         started
     }
@@ -420,7 +420,7 @@ impl Backups {
         if let Err(failure) = result {
             tracing::error!("in-place restore failed, putting back {pre_restore}");
             let rolled_back = replace(pre_restore.to_owned()).await;
-            let _ = self.start_units(&stopped).await;
+            let _ = self.start_units(&target.id, &stopped).await;
             return Err(match rolled_back {
                 Ok(()) => Failure::new(
                     failure.kind,
@@ -450,7 +450,7 @@ impl Backups {
                 ),
             });
         }
-        self.start_units(&stopped).await
+        self.start_units(&target.id, &stopped).await
     }
 }
 
