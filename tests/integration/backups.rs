@@ -1346,3 +1346,103 @@ async fn a_rest_repository_with_a_password_never_shows_it_on_a_command_line() {
     assert_eq!(job["status"], "FINISHED", "{job}");
     assert_eq!(tree(&roots(&setup)), original);
 }
+
+/// moto's S3 server (from PyPI: scripts/install-deps' venv, or PATH) on a
+/// free port, in its own process group, stopped by that group on drop.
+struct S3Server {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl S3Server {
+    async fn start() -> S3Server {
+        use std::os::unix::process::CommandExt;
+        let venv = PathBuf::from("/opt/selfprivacy-api-tests/moto-venv/bin/moto_server");
+        let program = if venv.exists() {
+            venv
+        } else {
+            PathBuf::from("moto_server")
+        };
+        let port = crate::support::free_port();
+        let child = Command::new(program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("moto_server (scripts/install-deps)");
+        let server = S3Server { child, port };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not listen");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_repository_backs_up_and_restores_with_its_keys_kept_off_command_lines() {
+    let server = S3Server::start().await;
+    let setup = Setup::new("objects", None, &[]).await;
+    fill(&setup, 32 << 20);
+    let original = tree(&roots(&setup));
+    let secret = "s3-secret-7b2e91d04c";
+    let answer = setup
+        .daemon
+        .query(
+            "mutation($r: InitializeRepositoryInput!) { backup { initializeRepository(repository: $r) {
+                success message configuration { provider locationId locationName } } } }",
+            json!({"r": {"provider": "S3", "locationId": format!("http://127.0.0.1:{}", server.port),
+                         "locationName": "sp-backups/server", "login": "selfprivacy", "password": secret}}),
+        )
+        .await;
+    let result = &answer["data"]["backup"]["initializeRepository"];
+    assert_eq!(result["success"], true, "{answer}");
+    assert_eq!(result["configuration"]["provider"], "S3");
+    let started = setup.start_backup("objects").await;
+    let uid = started["job"]["uid"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let job = loop {
+        assert!(
+            !all_command_lines().contains(secret),
+            "the S3 secret is on a command line"
+        );
+        let answer = setup
+            .daemon
+            .query(
+                "query($id: String!) { jobs { getJob(jobId: $id) { status error } } }",
+                json!({"id": uid}),
+            )
+            .await;
+        let job = answer["data"]["jobs"]["getJob"].clone();
+        if job["status"] == "FINISHED" || job["status"] == "ERROR" {
+            break job;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    let snapshot = setup.snapshots().await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    change(&setup);
+    let started = setup.restore(&snapshot, "DOWNLOAD_VERIFY_OVERWRITE").await;
+    let job = setup
+        .wait_job(
+            started["job"]["uid"].as_str().unwrap(),
+            Duration::from_secs(300),
+        )
+        .await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(tree(&roots(&setup)), original);
+}
