@@ -609,6 +609,18 @@ async fn restic_killed_mid_backup_or_mid_restore_leaves_the_data_and_fails_the_j
         .await;
     assert_eq!(job["status"], "ERROR", "{job}");
     assert!(job["error"].as_str().unwrap().contains("backup"), "{job}");
+    let answer = setup
+        .daemon
+        .query("{ jobs { getJobs { uid typeId } } }", json!({}))
+        .await;
+    let listed = answer["data"]["jobs"]["getJobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["uid"] == started["job"]["uid"])
+        .unwrap()
+        .clone();
+    assert_eq!(listed["typeId"], "backups.bulk.backup");
     assert_eq!(tree(&roots(&setup)), original);
     assert!(setup.snapshots().await.is_empty());
 

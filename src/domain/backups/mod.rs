@@ -312,6 +312,19 @@ impl Backups {
             .collect())
     }
 
+    /// When the last backup of `service` failed, if one did and its job is
+    /// still listed (jobs are kept 10 days): for "no failed attempt in the
+    /// last hour".
+    pub fn last_backup_failure(&self, service: &str) -> Option<DateTime<Utc>> {
+        let type_id = backup_job_type(service);
+        self.jobs
+            .list()
+            .iter()
+            .filter(|j| j.type_id == type_id && j.status == JobStatus::Error)
+            .filter_map(|j| j.finished_at)
+            .max()
+    }
+
     /// Reads the repository's snapshot list into the cache.
     pub async fn reload_snapshots(&self) -> Outcome<()> {
         let restic = self.restic()?;
@@ -418,7 +431,7 @@ impl Backups {
         self.restic()?;
         let lease = self.locks.try_acquire(service, ServiceOperation::Backup)?;
         let job = self.jobs.create(
-            &format!("backups.{service}.backup"),
+            &backup_job_type(service),
             Text::new(
                 format!("Backup of {}", target.name),
                 format!("Резервная копия: {}", target.name),
@@ -743,6 +756,11 @@ impl Backups {
     }
 }
 
+/// The job type of a backup of `service`.
+pub fn backup_job_type(service: &str) -> String {
+    format!("backups.{service}.backup")
+}
+
 /// The cache entry of a restic snapshot, if it is one of ours (tagged
 /// with a service id).
 fn record_of(snapshot: &Snapshot) -> Option<SnapshotRecord> {
@@ -822,6 +840,48 @@ pub fn placeholder_view(service: &str) -> super::services::ServiceView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_failed_backup_of_a_service_is_found_in_its_jobs() {
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        let clock = Arc::new(crate::domain::clock::Clock::default());
+        let jobs = Arc::new(JobRegistry::load(store.clone(), clock, |_| false).unwrap());
+        let backups = Backups::new(
+            BackupsSetup {
+                dir: "/nonexistent/backups".into(),
+                restic_binary: "restic".into(),
+                postgres: Postgres {
+                    bin_dir: None,
+                    host: "/run/postgresql".into(),
+                    user: "postgres".into(),
+                },
+                sp_modules_dir: "/nonexistent/sp-modules".into(),
+                unit_timeout: Duration::from_secs(1),
+                server_files: vec![],
+            },
+            store,
+            jobs.clone(),
+            Arc::default(),
+            Arc::new(SystemdLink::new(None)),
+        );
+        let text = || Text::new("x", "x");
+        let failed = jobs
+            .create(&backup_job_type("notes"), text(), text())
+            .unwrap();
+        let ok = jobs
+            .create(&backup_job_type("pgapp"), text(), text())
+            .unwrap();
+        for (job, status) in [(&failed, JobStatus::Error), (&ok, JobStatus::Finished)] {
+            let update = JobUpdate {
+                status: Some(status),
+                ..Default::default()
+            };
+            jobs.update(&job.uid, update).unwrap();
+        }
+        assert!(backups.last_backup_failure("notes").is_some());
+        assert_eq!(backups.last_backup_failure("pgapp"), None);
+        assert_eq!(backups.last_backup_failure("other"), None);
+    }
 
     #[test]
     fn snapshots_are_read_from_their_tags() {
