@@ -33,6 +33,16 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Adds one snapshot (just taken) to the cache.
+    pub fn insert_backup_snapshot(&self, s: &SnapshotRecord) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO backup_snapshots (id, service, reason, created_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![s.id, s.service, s.reason, to_micros(s.created_at)],
+        )?;
+        Ok(())
+    }
+
     /// Replaces the cache with `snapshots`, in one transaction.
     pub fn replace_backup_snapshots(&self, snapshots: &[SnapshotRecord]) -> Result<(), StoreError> {
         let mut conn = self.conn();
@@ -78,5 +88,10 @@ mod tests {
         assert_eq!(ids, ["a", "b"]);
         store.replace_backup_snapshots(&[snap("c", 5)]).unwrap();
         assert_eq!(store.backup_snapshots().unwrap(), [snap("c", 5)]);
+        store.insert_backup_snapshot(&snap("d", 1)).unwrap();
+        assert_eq!(
+            store.backup_snapshots().unwrap(),
+            [snap("d", 1), snap("c", 5)]
+        );
     }
 }

@@ -445,7 +445,14 @@ impl Backups {
         let uid = job.uid.clone();
         tokio::spawn(async move {
             let outcome = this.run_backup(&target, reason, &uid, lease).await;
+            let backed_up = outcome.is_ok();
             this.finish(&uid, outcome.map(|id| format!("Snapshot {id}")));
+            if backed_up && let Err(e) = this.reload_snapshots().await {
+                tracing::warn!(
+                    "refreshing the snapshot list after a backup: {}",
+                    e.message.en
+                );
+            }
         });
         Ok(job)
     }
@@ -459,15 +466,22 @@ impl Backups {
         lease: ServiceLease,
     ) -> Outcome<String> {
         self.progress(job, 0, "Preparing", "Подготовка");
+        let started_at = Utc::now();
         let id = self.backup_now(target, reason, job).await;
         drop(lease);
         let id = id?;
-        if let Err(e) = self.reload_snapshots().await {
-            tracing::warn!(
-                "refreshing the snapshot list after a backup: {}",
-                e.message.en
-            );
-        }
+        // Listed at once under restic's short id; the full list is read
+        // after the job has ended (each restic run derives the key again,
+        // which is most of a backup's cost beyond restic's own).
+        let record = SnapshotRecord {
+            id: id.clone(),
+            service: target.id.clone(),
+            reason: reason.as_str().into(),
+            created_at: started_at,
+        };
+        self.store
+            .insert_backup_snapshot(&record)
+            .map_err(|e| Failure::internal("saving the snapshot list", e))?;
         Ok(id)
     }
 

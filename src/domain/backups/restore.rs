@@ -231,7 +231,7 @@ impl Backups {
             .await
             .map_err(|e| restic_failure("Listing snapshots", e))?
             .into_iter()
-            .find(|s| s.id == entry.id)
+            .find(|s| s.id.starts_with(&entry.id))
             .ok_or_else(|| Failure::not_found("Snapshot not found", "Снимок не найден"))?;
         let dump_suffix = Path::new("dumps").join(&target.id);
         let (dumps, folders): (Vec<PathBuf>, Vec<PathBuf>) = snapshot
