@@ -94,26 +94,29 @@ impl App {
             PathBuf::from("/proc"),
         ));
         let service_locks = Arc::new(ServiceLocks::default());
-        let backups = Arc::new(Backups::new(
-            BackupsSetup {
-                dir: config.state_dir.join("backups"),
-                restic_binary: config.restic_binary.clone(),
-                postgres: crate::os::postgres::Postgres {
-                    bin_dir: config.postgres_bin_dir.clone(),
-                    host: config.postgres_host.clone(),
-                    user: config.postgres_user.clone(),
+        let backups = Arc::new(
+            Backups::new(
+                BackupsSetup {
+                    dir: config.state_dir.join("backups"),
+                    restic_binary: config.restic_binary.clone(),
+                    postgres: crate::os::postgres::Postgres {
+                        bin_dir: config.postgres_bin_dir.clone(),
+                        host: config.postgres_host.clone(),
+                        user: config.postgres_user.clone(),
+                    },
+                    sp_modules_dir: config.sp_modules_dir.clone(),
+                    unit_timeout: Duration::from_secs(config.unit_timeout_secs),
+                    server_files: std::iter::once(config.userdata_file.clone())
+                        .chain(config.backup_server_files.iter().cloned())
+                        .collect(),
                 },
-                sp_modules_dir: config.sp_modules_dir.clone(),
-                unit_timeout: Duration::from_secs(config.unit_timeout_secs),
-                server_files: std::iter::once(config.userdata_file.clone())
-                    .chain(config.backup_server_files.iter().cloned())
-                    .collect(),
-            },
-            backup_store,
-            jobs.clone(),
-            service_locks.clone(),
-            systemd.clone(),
-        ));
+                backup_store,
+                jobs.clone(),
+                service_locks.clone(),
+                systemd.clone(),
+            )
+            .with_rebuilds(rebuilds.clone()),
+        );
         backups.start_units_left_stopped();
         Ok(Arc::new(App {
             config,

@@ -963,6 +963,24 @@ mod in_testbed {
         .await;
         assert_eq!(job["status"], "FINISHED", "{job}");
         assert_eq!(std::fs::read(&userdata).unwrap(), settings);
+        // ...and a rebuild applies the restored settings.
+        let answer = client
+            .query("{ jobs { getJobs { uid typeId } } }", json!({}))
+            .await;
+        let rebuilds: Vec<String> = answer["data"]["jobs"]["getJobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["typeId"] == "system.nixos.rebuild")
+            .map(|j| j["uid"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            rebuilds.len(),
+            2,
+            "the first rebuild and restoreAll's: {answer}"
+        );
+        let rebuild = wait_job(&client, &rebuilds[1]).await;
+        assert_eq!(rebuild["status"], "FINISHED", "{rebuild}");
         assert_eq!(tree(std::slice::from_ref(&folder)), original);
         assert_eq!(testbed.unit_state("echo.service"), "active");
     }

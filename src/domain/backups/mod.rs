@@ -120,6 +120,8 @@ pub struct Backups {
     systemd: Arc<SystemdLink>,
     /// One settings change at a time.
     settings_lock: tokio::sync::Mutex<()>,
+    /// Applies restored server settings (restoreAll).
+    rebuilds: Option<Arc<super::system::rebuild::Rebuilds>>,
 }
 
 fn not_initialized() -> Failure {
@@ -160,7 +162,14 @@ impl Backups {
             locks,
             systemd,
             settings_lock: tokio::sync::Mutex::new(()),
+            rebuilds: None,
         }
+    }
+
+    /// With the rebuilds that apply restored server settings.
+    pub fn with_rebuilds(mut self, rebuilds: Arc<super::system::rebuild::Rebuilds>) -> Self {
+        self.rebuilds = Some(rebuilds);
+        self
     }
 
     // ---- Settings ----

@@ -8,6 +8,7 @@ use crate::domain::error::{Failure, Outcome};
 use crate::domain::i18n::Text;
 use crate::domain::jobs::Job;
 use crate::domain::locks::ServiceOperation;
+use crate::domain::system::rebuild::RebuildKind;
 use crate::os::restic::Restic;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -209,8 +210,24 @@ impl Backups {
                 failed.push(format!("{id} ({})", e.message.en));
             }
         }
+        // The restored userdata (enabled modules, their options, users,
+        // SSH keys) takes effect through a rebuild.
+        let settings_restored = ids.iter().any(|id| id == super::SELF_SERVICE_ID)
+            && !failed.iter().any(|f| f.starts_with(super::SELF_SERVICE_ID));
+        let mut result = format!("{} restored", ids.len());
+        if settings_restored && let Some(rebuilds) = &self.rebuilds {
+            match rebuilds.start(RebuildKind::Rebuild) {
+                Ok(accepted) => {
+                    result.push_str(&format!(
+                        "; a rebuild applies the server's settings (job {})",
+                        accepted.job.uid
+                    ));
+                }
+                Err(e) => failed.push(format!("rebuild ({})", e.message.en)),
+            }
+        }
         if failed.is_empty() {
-            Ok(format!("{} restored", ids.len()))
+            Ok(result)
         } else {
             Err(Failure::internal("restoring", failed.join("; ")))
         }
