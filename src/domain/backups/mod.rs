@@ -4,9 +4,10 @@
 //! only once the new data is complete; a job for each. The snapshot list
 //! is cached in SQLite and refreshed after every change.
 //!
-//! For automatic backups (scheduled elsewhere): [`Backups::start_backup`]
-//! with [`Reason::Auto`], [`Backups::service_snapshots`] and
-//! [`Backups::forget_snapshot`].
+//! For automatic backups (scheduled elsewhere): [`Backups::backup_and_wait`]
+//! (or [`Backups::start_backup`]) with [`Reason::Auto`],
+//! [`Backups::service_snapshots`], [`Backups::last_backup_failure`],
+//! [`Backups::forget_snapshot`] and [`Backups::settings`] (period, quotas).
 
 pub mod repository;
 mod restore;
@@ -436,6 +437,31 @@ impl Backups {
     /// Starts a backup of one service as a job: refused at once (409) while
     /// a backup, restore or move of that service runs.
     pub fn start_backup(self: &Arc<Self>, service: &str, reason: Reason) -> Outcome<Job> {
+        let (target, lease, job) = self.prepare_backup(service)?;
+        let this = self.clone();
+        let uid = job.uid.clone();
+        tokio::spawn(async move {
+            let _ = this.backup_job(&target, reason, &uid, lease).await;
+        });
+        Ok(job)
+    }
+
+    /// A backup of one service as a job, waiting for its end (automatic
+    /// backups: the caller applies quotas next): the job as it started
+    /// and the new snapshot's id. The snapshot list is fresh on return.
+    pub async fn backup_and_wait(
+        self: &Arc<Self>,
+        service: &str,
+        reason: Reason,
+    ) -> Outcome<(Job, String)> {
+        let (target, lease, job) = self.prepare_backup(service)?;
+        let id = self.backup_job(&target, reason, &job.uid, lease).await?;
+        Ok((job, id))
+    }
+
+    /// Checks and takes what a backup needs: the service, the repository,
+    /// the service's lease, and its job.
+    fn prepare_backup(&self, service: &str) -> Outcome<(Target, ServiceLease, Job)> {
         let target = self.target(service)?;
         self.restic()?;
         let lease = self.locks.try_acquire(service, ServiceOperation::Backup)?;
@@ -450,20 +476,28 @@ impl Backups {
                 format!("Создание резервной копии: {}", target.name),
             ),
         )?;
-        let this = self.clone();
-        let uid = job.uid.clone();
-        tokio::spawn(async move {
-            let outcome = this.run_backup(&target, reason, &uid, lease).await;
-            let backed_up = outcome.is_ok();
-            this.finish(&uid, outcome.map(|id| format!("Snapshot {id}")));
-            if backed_up && let Err(e) = this.reload_snapshots().await {
-                tracing::warn!(
-                    "refreshing the snapshot list after a backup: {}",
-                    e.message.en
-                );
-            }
-        });
-        Ok(job)
+        Ok((target, lease, job))
+    }
+
+    /// Runs a backup job to its end, then reads the snapshot list again.
+    async fn backup_job(
+        &self,
+        target: &Target,
+        reason: Reason,
+        uid: &str,
+        lease: ServiceLease,
+    ) -> Outcome<String> {
+        let outcome = self.run_backup(target, reason, uid, lease).await;
+        self.finish(uid, outcome.clone().map(|id| format!("Snapshot {id}")));
+        if outcome.is_ok()
+            && let Err(e) = self.reload_snapshots().await
+        {
+            tracing::warn!(
+                "refreshing the snapshot list after a backup: {}",
+                e.message.en
+            );
+        }
+        outcome
     }
 
     /// The backup itself; `lease` is held until it ends.
@@ -864,21 +898,20 @@ pub fn placeholder_view(service: &str) -> super::services::ServiceView {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_last_failed_backup_of_a_service_is_found_in_its_jobs() {
+    fn backups_in(dir: &Path) -> (Backups, Arc<JobRegistry>) {
         let store = Arc::new(Store::open_in_memory().unwrap());
         let clock = Arc::new(crate::domain::clock::Clock::default());
         let jobs = Arc::new(JobRegistry::load(store.clone(), clock, |_| false).unwrap());
         let backups = Backups::new(
             BackupsSetup {
-                dir: "/nonexistent/backups".into(),
+                dir: dir.join("backups"),
                 restic_binary: "restic".into(),
                 postgres: Postgres {
                     bin_dir: None,
                     host: "/run/postgresql".into(),
                     user: "postgres".into(),
                 },
-                sp_modules_dir: "/nonexistent/sp-modules".into(),
+                sp_modules_dir: dir.join("sp-modules"),
                 unit_timeout: Duration::from_secs(1),
                 server_files: vec![],
             },
@@ -887,6 +920,63 @@ mod tests {
             Arc::default(),
             Arc::new(SystemdLink::new(None)),
         );
+        (backups, jobs)
+    }
+
+    /// What automatic backups use: a backup with reason AUTO run to its
+    /// end, the service's snapshots, forgetting one; with real restic.
+    #[tokio::test]
+    async fn an_automatic_backup_is_listed_with_its_reason_and_can_be_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("file"), "content").unwrap();
+        std::fs::create_dir_all(dir.path().join("sp-modules")).unwrap();
+        let definition = serde_json::json!({
+            "meta": {"spModuleSchemaVersion": 1, "id": "notes", "name": "Notes",
+                     "description": "d", "svgIcon": "<svg/>", "supportLevel": "normal",
+                     "systemdServices": [], "folders": [data]},
+            "options": {"enable": {"name": "enable", "default": false, "meta": {"type": "enable"}}}
+        });
+        std::fs::write(dir.path().join("sp-modules/notes"), definition.to_string()).unwrap();
+        let (backups, jobs) = backups_in(dir.path());
+        let backups = Arc::new(backups);
+        let refused = backups.backup_and_wait("notes", Reason::Auto).await;
+        assert_eq!(
+            refused.err().unwrap().kind,
+            super::super::error::FailureKind::Conflict
+        );
+        backups
+            .initialize(RepositoryInput {
+                provider: Provider::File,
+                location_id: String::new(),
+                location_name: dir.path().join("repo").to_string_lossy().into_owned(),
+                login: String::new(),
+                password: String::new(),
+                encryption_key: None,
+            })
+            .await
+            .unwrap();
+        let (job, id) = backups
+            .backup_and_wait("notes", Reason::Auto)
+            .await
+            .unwrap();
+        assert_eq!(jobs.get(&job.uid).unwrap().status, JobStatus::Finished);
+        let listed = backups.service_snapshots("notes").unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].reason, Reason::Auto);
+        assert!(
+            listed[0].id.starts_with(&id) && listed[0].id.len() == 64,
+            "{listed:?}"
+        );
+        assert_eq!(backups.last_backup_failure("notes"), None);
+        backups.forget_snapshot(&listed[0].id).await.unwrap();
+        assert!(backups.service_snapshots("notes").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_last_failed_backup_of_a_service_is_found_in_its_jobs() {
+        let (backups, jobs) = backups_in(Path::new("/nonexistent"));
         let text = || Text::new("x", "x");
         let failed = jobs
             .create(&backup_job_type("notes"), text(), text())
