@@ -1053,6 +1053,137 @@ mod in_testbed {
         assert_eq!(job["status"], "ERROR", "{job}");
     }
 
+    /// The app's own backup operations (backups.graphql, as it sends them)
+    /// against a daemon in a testbed with a FILE repository.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_apps_backup_operations_replay_clean() {
+        use crate::app_operations::operation;
+        let testbed = Testbed::up(Setup {
+            modules: vec![(
+                "echo",
+                module(
+                    "echo",
+                    &["echo.service"],
+                    json!({"folders": ["/var/lib/echo"]}),
+                ),
+            )],
+            userdata: json!({
+                "domain": "example.org", "hostname": "testbed", "timezone": "Etc/UTC",
+                "modules": {"echo": {"enable": true}}
+            }),
+            volumes: vec![],
+            config: "",
+        });
+        let client = testbed.start_daemon().await;
+        let folder = testbed.path("/var/lib/echo");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("data.txt"), "original").unwrap();
+        let run = |name: &'static str, variables: Value| {
+            let client = client.clone();
+            async move {
+                let answer = client.query(&operation(name), variables).await;
+                assert_no_errors(&answer);
+                answer["data"].clone()
+            }
+        };
+        // The one field under `backup` that is not `__typename`.
+        let result = |data: &Value| {
+            let field = |v: &Value| {
+                v.as_object()
+                    .unwrap()
+                    .iter()
+                    .find(|(k, _)| *k != "__typename")
+                    .map(|(_, v)| v.clone())
+                    .unwrap()
+            };
+            field(&field(data))
+        };
+
+        let config = run("BackupConfiguration", json!({})).await;
+        assert_eq!(config["backup"]["configuration"]["provider"], "NONE");
+        assert_eq!(config["backup"]["configuration"]["isInitialized"], false);
+        let init = result(
+            &run(
+                "InitializeRepository",
+                json!({"repository": {"provider": "FILE", "locationId": "",
+                    "locationName": "/var/lib/backup-repo", "login": "", "password": ""}}),
+            )
+            .await,
+        );
+        assert_eq!(init["success"], true, "{init}");
+        assert_eq!(init["configuration"]["isInitialized"], true);
+        let period = result(&run("SetAutobackupPeriod", json!({"period": 1440})).await);
+        assert_eq!(
+            period["configuration"]["autobackupPeriod"], 1440,
+            "{period}"
+        );
+        let quotas = result(
+            &run(
+                "setAutobackupQuotas",
+                json!({"quotas": {"last": 3, "daily": 7, "weekly": 4, "monthly": 12, "yearly": -1}}),
+            )
+            .await,
+        );
+        assert_eq!(
+            quotas["configuration"]["autobackupQuotas"]["daily"], 7,
+            "{quotas}"
+        );
+        // The settings survive a restart of the daemon.
+        testbed.restart_daemon(&client).await;
+        let config = run("BackupConfiguration", json!({})).await;
+        assert_eq!(config["backup"]["configuration"]["autobackupPeriod"], 1440);
+        assert_eq!(
+            config["backup"]["configuration"]["autobackupQuotas"]["last"],
+            3
+        );
+
+        let started = result(&run("StartBackup", json!({"serviceId": "echo"})).await);
+        assert_eq!(started["success"], true, "{started}");
+        let job = wait_job(&client, started["job"]["uid"].as_str().unwrap()).await;
+        assert_eq!(job["status"], "FINISHED", "{job}");
+        let snapshots = run("AllBackupSnapshots", json!({})).await;
+        let list = snapshots["backup"]["allSnapshots"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(list.len(), 1, "{snapshots}");
+        assert_eq!(list[0]["service"]["id"], "echo");
+        assert_eq!(list[0]["reason"], "EXPLICIT");
+        let reload = result(&run("ForceSnapshotsReload", json!({})).await);
+        assert_eq!(reload["success"], true, "{reload}");
+        let snapshot =
+            run("AllBackupSnapshots", json!({})).await["backup"]["allSnapshots"][0]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        std::fs::write(folder.join("data.txt"), "changed").unwrap();
+        let restore = result(&run("RestoreBackup", json!({"snapshotId": snapshot})).await);
+        assert_eq!(restore["success"], true, "{restore}");
+        let job = wait_job(&client, restore["job"]["uid"].as_str().unwrap()).await;
+        assert_eq!(job["status"], "FINISHED", "{job}");
+        assert_eq!(
+            std::fs::read_to_string(folder.join("data.txt")).unwrap(),
+            "original"
+        );
+        let services = run("AllServices", json!({})).await;
+        let echo = services["services"]["allServices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "echo")
+            .unwrap()
+            .clone();
+        assert_eq!(echo["canBeBackedUp"], true);
+        let forget = result(&run("ForgetSnapshot", json!({"snapshotId": snapshot})).await);
+        assert_eq!(forget["success"], true, "{forget}");
+        let snapshots = run("AllBackupSnapshots", json!({})).await;
+        assert_eq!(snapshots["backup"]["allSnapshots"], json!([]));
+        let removed = result(&run("RemoveRepository", json!({})).await);
+        assert_eq!(removed["success"], true, "{removed}");
+        assert_eq!(removed["configuration"]["provider"], "NONE");
+        assert!(testbed.path("/var/lib/backup-repo/config").exists());
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn without_room_for_a_second_copy_only_an_in_place_restore_runs() {
         let testbed = Testbed::up(Setup {
