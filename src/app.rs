@@ -2,6 +2,7 @@
 //! configuration and shared by every request.
 
 use crate::config::Config;
+use crate::domain::backups::{Backups, BackupsSetup};
 use crate::domain::clock::Clock;
 use crate::domain::jobs::JobRegistry;
 use crate::domain::locks::ServiceLocks;
@@ -42,6 +43,7 @@ pub struct App {
     pub monitoring: Arc<Monitoring>,
     /// Volumes and moves of service data between them.
     pub storage: Arc<Storage>,
+    pub backups: Arc<Backups>,
 }
 
 impl App {
@@ -49,6 +51,7 @@ impl App {
         let store = Arc::new(Store::open(&config.state_dir)?);
         let clock = Arc::new(Clock::default());
         let users_store = store.clone();
+        let backup_store = store.clone();
         let tokens = TokenService::load(store.clone(), clock.clone())?;
         let monitoring = Arc::new(Monitoring::new(
             store.clone(),
@@ -163,6 +166,31 @@ impl App {
                 test_pause_move_at_step: None,
             },
         ));
+        let service_locks = Arc::new(ServiceLocks::default());
+        let backups = Arc::new(
+            Backups::new(
+                BackupsSetup {
+                    dir: config.state_dir.join("backups"),
+                    restic_binary: config.restic_binary.clone(),
+                    postgres: crate::os::postgres::Postgres {
+                        bin_dir: config.postgres_bin_dir.clone(),
+                        host: config.postgres_host.clone(),
+                        user: config.postgres_user.clone(),
+                    },
+                    sp_modules_dir: config.sp_modules_dir.clone(),
+                    unit_timeout: Duration::from_secs(config.unit_timeout_secs),
+                    server_files: std::iter::once(config.userdata_file.clone())
+                        .chain(config.backup_server_files.iter().cloned())
+                        .collect(),
+                },
+                backup_store,
+                jobs.clone(),
+                service_locks.clone(),
+                systemd.clone(),
+            )
+            .with_rebuilds(rebuilds.clone()),
+        );
+        backups.start_units_left_stopped();
         Ok(Arc::new(App {
             config,
             clock,
@@ -173,7 +201,6 @@ impl App {
             services,
             rebuilds,
             resources,
-            service_locks: Arc::new(ServiceLocks::default()),
             system_settings,
             dns_records,
             maintenance,
@@ -181,6 +208,8 @@ impl App {
             email_passwords,
             monitoring,
             storage,
+            service_locks,
+            backups,
         }))
     }
 }

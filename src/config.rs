@@ -105,6 +105,17 @@ pub struct Config {
     /// refuses the key as unknown.
     #[cfg(feature = "test-hooks")]
     pub test_pause_move_at_step: Option<String>,
+    /// The restic program backups run.
+    pub restic_binary: PathBuf,
+    /// Where `pg_dump`, `pg_restore` and `psql` are (default: on PATH).
+    pub postgres_bin_dir: Option<PathBuf>,
+    /// PostgreSQL's socket directory, for database dumps.
+    pub postgres_host: String,
+    /// The OS user and database role dumps and restores run as.
+    pub postgres_user: String,
+    /// Files backed up with the server's settings besides userdata (the
+    /// secrets the server needs).
+    pub backup_server_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -159,6 +170,11 @@ impl Default for Config {
             monitoring_flush_secs: 60,
             #[cfg(feature = "test-hooks")]
             test_pause_move_at_step: None,
+            restic_binary: PathBuf::from("restic"),
+            postgres_bin_dir: None,
+            postgres_host: "/run/postgresql".into(),
+            postgres_user: "postgres".into(),
+            backup_server_files: Vec::new(),
         }
     }
 }

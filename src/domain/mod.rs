@@ -1,6 +1,7 @@
 //! What the daemon does, independent of GraphQL, D-Bus and SQLite details.
 
 pub mod autobackup;
+pub mod backups;
 pub mod clock;
 pub mod error;
 pub mod i18n;

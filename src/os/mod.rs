@@ -13,6 +13,8 @@ pub mod host;
 pub mod journal;
 pub mod mail_auth_socket;
 pub mod network;
+pub mod postgres;
+pub mod restic;
 pub mod secrets;
 pub mod sp_modules;
 pub mod systemd;

@@ -1,12 +1,14 @@
 //! The daemon's own state in one SQLite file: tokens, keys, jobs.
 //! Schema changes are migrations numbered by `PRAGMA user_version`.
 
+mod backups;
 mod email_passwords;
 mod jobs;
 mod monitoring;
 mod moves;
 mod tokens;
 
+pub use backups::SnapshotRecord;
 pub use email_passwords::StoredEmailPassword;
 pub use jobs::JobRecord;
 pub use monitoring::{SamplePoint, StoredSample};
@@ -93,6 +95,13 @@ const MIGRATIONS: &[&str] = &[
         folders TEXT NOT NULL,
         step TEXT NOT NULL,
         updated_at INTEGER NOT NULL
+     );",
+    // 5: backups (the cached snapshot list).
+    "CREATE TABLE backup_snapshots (
+        id TEXT PRIMARY KEY,
+        service TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_at INTEGER NOT NULL
      );",
 ];
 

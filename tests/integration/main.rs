@@ -7,6 +7,7 @@ mod support;
 mod app_operations;
 mod auth;
 mod autobackup;
+mod backups;
 mod catalogue;
 mod jobs;
 mod limits;

@@ -5,7 +5,6 @@
 //! descriptions, which the reference schema does not have.
 
 use crate::api::auth::app;
-use crate::api::errors::unavailable;
 use crate::api::errors::{Status, locale, say};
 use crate::api::scalars::Json;
 use crate::api::types::backup::SnapshotInfo;
@@ -218,8 +217,7 @@ impl Service {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<Option<Vec<SnapshotInfo>>> {
-        let _ = ctx;
-        Err(unavailable("Backups"))
+        crate::api::types::backup::snapshots_of(ctx, self.0.id()).map(Some)
     }
 }
 
