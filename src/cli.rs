@@ -261,14 +261,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// What the control socket's `run-due` runs in the daemon. The backups are
-/// not wired in yet: it says so (an error, never an empty success). Wiring:
-/// `domain::autobackup::control_handler(Arc::new(runner), app.clock.clone())`
-/// with the backups' `BackupRunner`.
-fn run_due_handler(_app: Arc<App>) -> crate::os::control_socket::RunDueFn {
-    Arc::new(|| {
-        Box::pin(async {
-            Err("backups are not configured: this daemon cannot run backups yet".to_owned())
-        })
-    })
+/// What the control socket runs for `backup run-due`: the due automatic
+/// backups, through the daemon's own backups (so their jobs show in the app).
+fn run_due_handler(app: Arc<App>) -> crate::os::control_socket::RunDueFn {
+    let runner = Arc::new(crate::domain::backups::automatic::AutomaticBackups {
+        backups: app.backups.clone(),
+        userdata: Arc::new(crate::os::userdata::UserdataFile::new(
+            app.config.userdata_file.clone(),
+        )),
+    });
+    crate::domain::autobackup::control_handler(runner, app.clock.clone())
 }

@@ -9,6 +9,7 @@
 //! [`Backups::service_snapshots`], [`Backups::last_backup_failure`],
 //! [`Backups::forget_snapshot`] and [`Backups::settings`] (period, quotas).
 
+pub mod automatic;
 pub mod repository;
 mod restore;
 
