@@ -323,8 +323,9 @@ async fn failing_fields_null_their_nearest_nullable_ancestor() {
             failed += usize::from(response["errors"].is_array());
         }
     }
+    // The fields that read userdata (services, users, system): seven now.
     assert!(
-        failed > 10,
+        failed >= 5,
         "only {failed} queries failed: the walk tests nothing"
     );
     // The two answers the review found.
@@ -437,14 +438,18 @@ async fn guesses_past_the_throttle_budget_are_refused_at_once() {
     for _ in 0..7 {
         daemon.query_as(None, wrong_key, json!({})).await;
     }
+    // One client, made before the clock starts (making one is slow in a
+    // debug build with TLS compiled in).
+    let client = reqwest::Client::new();
     let started = Instant::now();
     // Even: a wrong key (answered in GraphQL, code 429 when refused); odd: a
     // wrong token (HTTP 429 when refused).
     let guesses: Vec<_> = (0..40)
         .map(|i| {
             let url = daemon.url.clone();
+            let client = client.clone();
             tokio::spawn(async move {
-                let mut request = reqwest::Client::new().post(&url);
+                let mut request = client.post(&url);
                 let query = if i % 2 == 0 {
                     wrong_key
                 } else {

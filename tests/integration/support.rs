@@ -46,7 +46,7 @@ impl Client {
 
     /// Polls `/api/version` until it answers or `deadline` passes.
     pub async fn wait_ready(&self, deadline: Duration) -> bool {
-        let client = reqwest::Client::new();
+        let client = http_client();
         let until = Instant::now() + deadline;
         while Instant::now() < until {
             if client
@@ -235,7 +235,7 @@ pub async fn post(
     variables: Value,
 ) -> Value {
     // A test never waits forever on an answer.
-    let mut request = reqwest::Client::new()
+    let mut request = http_client()
         .post(url)
         .timeout(Duration::from_secs(120))
         .json(&json!({ "query": query, "variables": variables }));
@@ -263,4 +263,17 @@ pub fn assert_no_errors(response: &Value) {
         response.get("errors").is_none(),
         "unexpected errors: {response}"
     );
+}
+
+/// One HTTP client for every test: making one loads the TLS roots, which
+/// in a debug build costs more than the request. No idle connections are
+/// kept, so none outlives the test runtime that opened it.
+pub fn http_client() -> reqwest::Client {
+    static CLIENT: std::sync::LazyLock<reqwest::Client> = std::sync::LazyLock::new(|| {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("an HTTP client")
+    });
+    CLIENT.clone()
 }
