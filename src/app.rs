@@ -182,6 +182,10 @@ impl App {
                     server_files: std::iter::once(config.userdata_file.clone())
                         .chain(config.backup_server_files.iter().cloned())
                         .collect(),
+                    sftp: crate::domain::backups::SftpAccess {
+                        identity_file: config.backup_sftp_identity_file.clone(),
+                        known_hosts_file: config.backup_sftp_known_hosts_file.clone(),
+                    },
                 },
                 backup_store,
                 jobs.clone(),

@@ -116,6 +116,11 @@ pub struct Config {
     /// Files backed up with the server's settings besides userdata (the
     /// secrets the server needs).
     pub backup_server_files: Vec<PathBuf>,
+    /// The ssh key SFTP backup repositories are reached with, and the
+    /// known_hosts file their host keys are checked against (default:
+    /// root's ssh settings).
+    pub backup_sftp_identity_file: Option<PathBuf>,
+    pub backup_sftp_known_hosts_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -175,6 +180,8 @@ impl Default for Config {
             postgres_host: "/run/postgresql".into(),
             postgres_user: "postgres".into(),
             backup_server_files: Vec::new(),
+            backup_sftp_identity_file: None,
+            backup_sftp_known_hosts_file: None,
         }
     }
 }

@@ -136,11 +136,21 @@ struct Setup {
 
 impl Setup {
     async fn new(service: &str, pg: Option<&Postgres>, databases: &[&str]) -> Setup {
+        Setup::with_config(service, pg, databases, "").await
+    }
+
+    /// With `extra` (TOML) in the daemon's configuration file.
+    async fn with_config(
+        service: &str,
+        pg: Option<&Postgres>,
+        databases: &[&str],
+        extra: &str,
+    ) -> Setup {
         let data = tempfile::Builder::new()
             .prefix("sp-backup-data-")
             .tempdir_in("/tmp")
             .unwrap();
-        let mut config = String::new();
+        let mut config = extra.to_owned();
         if let Some(pg) = pg {
             config.push_str(&format!(
                 "postgres_bin_dir = {:?}\npostgres_host = {:?}\n",
@@ -1334,80 +1344,13 @@ async fn backup_overhead_of_a_1_gib_tree() {
     );
 }
 
-/// `rclone serve restic` on a free port, with a password from an htpasswd
-/// file (so no secret on its command line either); killed by its pid on
-/// drop.
-struct RestServer {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RestServer {
-    async fn start(user: &str, password: &str) -> RestServer {
-        let dir = tempfile::tempdir().unwrap();
-        let htpasswd = dir.path().join("htpasswd");
-        // {SHA} entries: base64 of the password's SHA-1 (test scaffolding).
-        let out = Command::new("python3")
-            .args([
-                "-c",
-                "import base64,hashlib,sys; print(base64.b64encode(hashlib.sha1(sys.stdin.read().encode()).digest()).decode())",
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                child.stdin.take().unwrap().write_all(password.as_bytes())?;
-                child.wait_with_output()
-            })
-            .unwrap();
-        let digest = String::from_utf8(out.stdout).unwrap();
-        std::fs::write(&htpasswd, format!("{user}:{{SHA}}{}\n", digest.trim())).unwrap();
-        std::fs::create_dir(dir.path().join("data")).unwrap();
-        let port = crate::support::free_port();
-        let child = Command::new("rclone")
-            .args([
-                "serve",
-                "restic",
-                "--addr",
-                &format!("127.0.0.1:{port}"),
-                "--htpasswd",
-            ])
-            .arg(&htpasswd)
-            .arg(dir.path().join("data"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = RestServer {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "rclone serve restic did not listen"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        server
-    }
-}
-
-impl Drop for RestServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rest_repository_with_a_password_never_shows_it_on_a_command_line() {
-    let password = "rest-secret-0f3a9c7e51";
-    let server = RestServer::start("sp", password).await;
+    let server = tokio::task::spawn_blocking(crate::repo_servers::rest)
+        .await
+        .unwrap();
+    let password = server.secret.clone().unwrap();
+    let password = password.as_str();
     let setup = Setup::new("remote", None, &[]).await;
     fill(&setup, 64 << 20);
     let original = tree(&roots(&setup));
@@ -1415,7 +1358,7 @@ async fn a_rest_repository_with_a_password_never_shows_it_on_a_command_line() {
         success code message configuration { provider locationId locationName encryptionKey isInitialized } } } }";
     let repository = |password: &str| {
         json!({"r": {"provider": "REST", "locationId": format!("http://127.0.0.1:{}", server.port),
-                     "locationName": "repo", "login": "sp", "password": password}})
+                     "locationName": "repo", "login": "restic", "password": password}})
     };
 
     // A wrong password: refused, with the repository left unconfigured.
@@ -1511,55 +1454,16 @@ async fn a_rest_repository_with_a_password_never_shows_it_on_a_command_line() {
     assert_eq!(tree(&roots(&setup)), original);
 }
 
-/// moto's S3 server (from PyPI: scripts/install-deps' venv, or PATH) on a
-/// free port, in its own process group, stopped by that group on drop.
-struct S3Server {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl S3Server {
-    async fn start() -> S3Server {
-        use std::os::unix::process::CommandExt;
-        let venv = PathBuf::from("/opt/selfprivacy-api-tests/moto-venv/bin/moto_server");
-        let program = if venv.exists() {
-            venv
-        } else {
-            PathBuf::from("moto_server")
-        };
-        let port = crate::support::free_port();
-        let child = Command::new(program)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("moto_server (scripts/install-deps)");
-        let server = S3Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not listen");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        server
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s3_repository_backs_up_and_restores_with_its_keys_kept_off_command_lines() {
-    let server = S3Server::start().await;
+    let server = tokio::task::spawn_blocking(crate::repo_servers::s3)
+        .await
+        .unwrap();
     let setup = Setup::new("objects", None, &[]).await;
     fill(&setup, 32 << 20);
     let original = tree(&roots(&setup));
-    let secret = "s3-secret-7b2e91d04c";
+    let secret = server.secret.clone().unwrap();
+    let secret = secret.as_str();
     let answer = setup
         .daemon
         .query(
@@ -1609,4 +1513,90 @@ async fn an_s3_repository_backs_up_and_restores_with_its_keys_kept_off_command_l
         .await;
     assert_eq!(job["status"], "FINISHED", "{job}");
     assert_eq!(tree(&roots(&setup)), original);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sftp_repository_is_reached_with_the_configured_key_and_known_hosts() {
+    let server = tokio::task::spawn_blocking(crate::repo_servers::sftp)
+        .await
+        .unwrap();
+    let keys = server.dir.path();
+    let setup = Setup::with_config(
+        "remote",
+        None,
+        &[],
+        &format!(
+            "backup_sftp_identity_file = {:?}\nbackup_sftp_known_hosts_file = {:?}\n",
+            keys.join("client_key").to_string_lossy(),
+            keys.join("known_hosts").to_string_lossy()
+        ),
+    )
+    .await;
+    fill(&setup, 16 << 20);
+    let original = tree(&roots(&setup));
+    let answer = setup
+        .daemon
+        .query(
+            "mutation($r: InitializeRepositoryInput!) { backup { initializeRepository(repository: $r) {
+                success message configuration { provider locationId locationName encryptionKey isInitialized } } } }",
+            json!({"r": {"provider": "SFTP", "locationId": format!("127.0.0.1:{}", server.port),
+                         "locationName": "/repo", "login": "root", "password": ""}}),
+        )
+        .await;
+    let result = &answer["data"]["backup"]["initializeRepository"];
+    assert_eq!(result["success"], true, "{answer}");
+    assert_eq!(result["configuration"]["provider"], "SFTP");
+    let key = result["configuration"]["encryptionKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // restic wrote the repository inside the server's chroot.
+    assert!(keys.join("chroot/repo/config").exists());
+
+    let started = setup.start_backup("remote").await;
+    let uid = started["job"]["uid"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut seen_ssh = false;
+    let job = loop {
+        let all = all_command_lines();
+        assert!(
+            !all.contains(&key),
+            "the encryption key is on a command line"
+        );
+        seen_ssh |= all.contains(&format!(
+            "UserKnownHostsFile={}",
+            keys.join("known_hosts").display()
+        ));
+        let answer = setup
+            .daemon
+            .query(
+                "query($id: String!) { jobs { getJob(jobId: $id) { status error } } }",
+                json!({"id": uid}),
+            )
+            .await;
+        let job = answer["data"]["jobs"]["getJob"].clone();
+        if job["status"] == "FINISHED" || job["status"] == "ERROR" {
+            break job;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert!(seen_ssh, "ssh ran with the configured known_hosts");
+    let snapshots = setup.snapshots().await;
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    let snapshot = snapshots[0]["id"].as_str().unwrap().to_owned();
+    change(&setup);
+    assert_ne!(tree(&roots(&setup)), original);
+    let started = setup.restore(&snapshot, "DOWNLOAD_VERIFY_OVERWRITE").await;
+    let job = setup
+        .wait_job(
+            started["job"]["uid"].as_str().unwrap(),
+            Duration::from_secs(300),
+        )
+        .await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(tree(&roots(&setup)), original);
+    drop(setup);
+    drop(server);
 }

@@ -24,7 +24,7 @@ use crate::os::systemd::{JobOutcome, SystemdLink, UnitAction};
 use crate::state::{SnapshotRecord, Store};
 use chrono::{DateTime, Utc};
 use repository::Files;
-pub use repository::{Provider, Quotas, RepositoryInput, Settings};
+pub use repository::{Provider, Quotas, RepositoryInput, Settings, SftpAccess};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,6 +96,8 @@ pub struct BackupsSetup {
     /// The server's settings backed up as [`SELF_SERVICE_ID`]: userdata and
     /// the secrets the server needs.
     pub server_files: Vec<PathBuf>,
+    /// The key and known hosts SFTP repositories are reached with.
+    pub sftp: SftpAccess,
 }
 
 /// One service's data, as a backup sees it.
@@ -116,6 +118,7 @@ pub struct Backups {
     catalogue: Catalogue,
     unit_timeout: Duration,
     server_files: Vec<PathBuf>,
+    sftp: SftpAccess,
     store: Arc<Store>,
     jobs: Arc<JobRegistry>,
     locks: Arc<ServiceLocks>,
@@ -159,6 +162,7 @@ impl Backups {
             catalogue: Catalogue::new(setup.sp_modules_dir),
             unit_timeout: setup.unit_timeout,
             server_files: setup.server_files,
+            sftp: setup.sftp,
             store,
             jobs,
             locks,
@@ -194,7 +198,7 @@ impl Backups {
     }
 
     fn restic_for(&self, settings: &Settings) -> Outcome<Restic> {
-        let repository = repository::repository(settings, &self.files)?;
+        let repository = repository::repository(settings, &self.files, &self.sftp)?;
         Ok(Restic::new(self.restic_binary.clone(), repository))
     }
 
@@ -224,7 +228,9 @@ impl Backups {
         self.files.save_encryption_key(&key)?;
         let restic = self.restic_for(&settings)?;
         if matches!(settings.provider, Provider::File | Provider::Memory) {
-            let path = PathBuf::from(&repository::repository(&settings, &self.files)?.location);
+            let path = PathBuf::from(
+                &repository::repository(&settings, &self.files, &self.sftp)?.location,
+            );
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| Failure::internal("creating the repository's folder", e))?;
@@ -915,6 +921,7 @@ mod tests {
                 sp_modules_dir: dir.join("sp-modules"),
                 unit_timeout: Duration::from_secs(1),
                 server_files: vec![],
+                sftp: SftpAccess::default(),
             },
             store,
             jobs.clone(),

@@ -155,6 +155,101 @@ impl Files {
     }
 }
 
+/// How the daemon's ssh reaches SFTP repositories: a key and the hosts it
+/// trusts, from the daemon's configuration (paths only: restic gets them in
+/// `-o sftp.command=...`, on its command line). Without either, restic runs
+/// ssh as root would.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SftpAccess {
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts_file: Option<PathBuf>,
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`: the host ssh is given and
+/// the port, if any.
+fn host_and_port(location_id: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = location_id.strip_prefix('[')
+        && let Some((host, after)) = rest.split_once(']')
+    {
+        return (host, after.strip_prefix(':').filter(|p| !p.is_empty()));
+    }
+    match location_id.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, Some(port)),
+        _ => (location_id, None),
+    }
+}
+
+/// What may go into the ssh command restic splits on whitespace: no
+/// blanks, quotes or backslashes, and nothing ssh could read as an option.
+fn plain_word(text: &str) -> bool {
+    !text.is_empty()
+        && !text.starts_with('-')
+        && !text
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "\"'\\".contains(c))
+}
+
+/// restic's `sftp.command` for `login@location_id` with the configured key
+/// and known hosts; None when neither is configured.
+fn sftp_command(settings: &Settings, access: &SftpAccess) -> Outcome<Option<String>> {
+    if access.identity_file.is_none() && access.known_hosts_file.is_none() {
+        return Ok(None);
+    }
+    let id = settings.location_id.as_deref().unwrap_or_default();
+    let (host, port) = host_and_port(id);
+    let unusable = || {
+        bad(
+            "The SFTP host, port or user holds characters ssh cannot be given",
+            "Хост, порт или пользователь SFTP содержит недопустимые символы",
+        )
+    };
+    if !plain_word(host) || !plain_word(&settings.login) {
+        return Err(unusable());
+    }
+    let mut command = vec!["ssh".to_owned(), "-F".into(), "/dev/null".into()];
+    if let Some(port) = port {
+        if port.parse::<u16>().is_err() {
+            return Err(unusable());
+        }
+        command.extend(["-p".into(), port.to_owned()]);
+    }
+    let path_word = |path: &Path| {
+        let text = path.to_string_lossy();
+        if path.is_absolute() && plain_word(&text) {
+            Ok(text.into_owned())
+        } else {
+            Err(Failure::internal(
+                "configuring SFTP",
+                format!(
+                    "{} must be an absolute path without blanks or quotes",
+                    path.display()
+                ),
+            ))
+        }
+    };
+    if let Some(identity) = &access.identity_file {
+        command.extend(["-i".into(), path_word(identity)?]);
+        command.extend(["-o".into(), "IdentitiesOnly=yes".into()]);
+    }
+    if let Some(known_hosts) = &access.known_hosts_file {
+        command.extend([
+            "-o".into(),
+            format!("UserKnownHostsFile={}", path_word(known_hosts)?),
+        ]);
+    }
+    command.extend([
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        "StrictHostKeyChecking=yes".into(),
+        "-s".into(),
+        "--".into(),
+        format!("{}@{host}", settings.login),
+        "sftp".into(),
+    ]);
+    Ok(Some(command.join(" ")))
+}
+
 /// A new repository password: 32 random bytes, URL-safe base64.
 pub fn new_encryption_key() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
@@ -234,11 +329,12 @@ pub fn check_input(input: &RepositoryInput) -> Outcome<()> {
 }
 
 /// How restic reaches the repository `settings` describe.
-pub fn repository(settings: &Settings, files: &Files) -> Outcome<Repository> {
+pub fn repository(settings: &Settings, files: &Files, sftp: &SftpAccess) -> Outcome<Repository> {
     let id = settings.location_id.clone().unwrap_or_default();
     let name = settings.location_name.clone().unwrap_or_default();
     let name = name.trim_matches('/');
     let mut env = Vec::new();
+    let mut options = Vec::new();
     let location = match settings.provider {
         Provider::None => {
             return Err(Failure::conflict(
@@ -259,7 +355,12 @@ pub fn repository(settings: &Settings, files: &Files) -> Outcome<Repository> {
             env.push(("AWS_SECRET_ACCESS_KEY".into(), settings.secret.clone()));
             format!("s3:{}/{name}", id.trim_end_matches('/'))
         }
-        Provider::Sftp => format!("sftp://{}@{id}//{name}", userinfo(&settings.login)),
+        Provider::Sftp => {
+            if let Some(command) = sftp_command(settings, sftp)? {
+                options.push(format!("sftp.command={command}"));
+            }
+            format!("sftp://{}@{id}//{name}", userinfo(&settings.login))
+        }
         Provider::Rest => {
             let (scheme, rest) = id.split_once("://").unwrap_or(("https", &id));
             let rest = rest.trim_end_matches('/');
@@ -279,6 +380,7 @@ pub fn repository(settings: &Settings, files: &Files) -> Outcome<Repository> {
         password_file: files.password(),
         env,
         cache_dir: files.cache(),
+        options,
     })
 }
 
@@ -318,7 +420,7 @@ mod tests {
             secret: "p@ss:word".into(),
             ..Settings::default()
         };
-        let repo = repository(&settings, &files).unwrap();
+        let repo = repository(&settings, &files, &SftpAccess::default()).unwrap();
         assert_eq!(
             repo.location,
             "rest:http://user:p%40ss%3Aword@127.0.0.1:8000/repo"
@@ -328,7 +430,7 @@ mod tests {
             location_id: Some("http://127.0.0.1:9000".into()),
             ..settings.clone()
         };
-        let repo = repository(&s3, &files).unwrap();
+        let repo = repository(&s3, &files, &SftpAccess::default()).unwrap();
         assert_eq!(repo.location, "s3:http://127.0.0.1:9000/repo");
         assert!(
             repo.env
@@ -338,6 +440,56 @@ mod tests {
             repo.password_file,
             PathBuf::from("/state/backups/repository-password")
         );
+    }
+
+    #[test]
+    fn sftp_with_a_configured_key_runs_ssh_with_that_key_and_known_hosts_only() {
+        let files = Files {
+            dir: "/state/backups".into(),
+        };
+        let settings = Settings {
+            provider: Provider::Sftp,
+            location_id: Some("backup.example.org:2222".into()),
+            location_name: Some("/srv/restic".into()),
+            login: "sp".into(),
+            ..Settings::default()
+        };
+        let access = SftpAccess {
+            identity_file: Some("/etc/selfprivacy-api/sftp_key".into()),
+            known_hosts_file: Some("/etc/selfprivacy-api/known_hosts".into()),
+        };
+        let repo = repository(&settings, &files, &access).unwrap();
+        assert_eq!(
+            repo.location,
+            "sftp://sp@backup.example.org:2222//srv/restic"
+        );
+        assert_eq!(
+            repo.options,
+            [
+                "sftp.command=ssh -F /dev/null -p 2222 -i /etc/selfprivacy-api/sftp_key \
+              -o IdentitiesOnly=yes -o UserKnownHostsFile=/etc/selfprivacy-api/known_hosts \
+              -o BatchMode=yes -o StrictHostKeyChecking=yes -s -- sp@backup.example.org sftp"
+            ]
+        );
+        // Without keys configured, restic's own ssh command.
+        let plain = repository(&settings, &files, &SftpAccess::default()).unwrap();
+        assert!(plain.options.is_empty());
+        // Nothing that would split into more words or pass for an option.
+        for login in ["-oProxyCommand=x", "a b", "a\"b"] {
+            let odd = Settings {
+                login: login.into(),
+                ..settings.clone()
+            };
+            assert!(repository(&odd, &files, &access).is_err(), "{login}");
+        }
+        let spaced = SftpAccess {
+            identity_file: Some("/etc/my key".into()),
+            known_hosts_file: None,
+        };
+        assert!(repository(&settings, &files, &spaced).is_err());
+        assert_eq!(host_and_port("[::1]:22"), ("::1", Some("22")));
+        assert_eq!(host_and_port("::1"), ("::1", None));
+        assert_eq!(host_and_port("h"), ("h", None));
     }
 
     #[test]
