@@ -282,14 +282,7 @@ impl Backups {
     }
 
     pub async fn set_quotas(&self, quotas: Quotas) -> Outcome<Settings> {
-        let all = [
-            quotas.last,
-            quotas.daily,
-            quotas.weekly,
-            quotas.monthly,
-            quotas.yearly,
-        ];
-        if all.iter().any(|q| *q < -1) {
+        if quotas.validate().is_err() {
             return Err(Failure::bad_input(
                 "A quota is a count, 0 (none) or -1 (unlimited)",
                 "Квота — число, 0 (ни одной) или -1 (без ограничения)",

@@ -2,6 +2,7 @@
 //! repository password, and the automatic-backup settings. Kept in the
 //! daemon's state directory, every file 0600 and written atomically.
 
+pub use crate::domain::autobackup::quotas::Quotas;
 use crate::domain::error::{Failure, Outcome};
 use crate::os::files::write_atomically;
 use crate::os::restic::Repository;
@@ -29,28 +30,6 @@ pub enum Provider {
     Sftp,
     /// restic's REST protocol (`rest-server`, `rclone serve restic`).
     Rest,
-}
-
-/// Retention after automatic backups: -1 keeps all, 0 none of that kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Quotas {
-    pub last: i32,
-    pub daily: i32,
-    pub weekly: i32,
-    pub monthly: i32,
-    pub yearly: i32,
-}
-
-impl Default for Quotas {
-    fn default() -> Self {
-        Quotas {
-            last: -1,
-            daily: -1,
-            weekly: -1,
-            monthly: -1,
-            yearly: -1,
-        }
-    }
 }
 
 /// What `settings.json` holds.
