@@ -186,6 +186,10 @@ impl App {
                         identity_file: config.backup_sftp_identity_file.clone(),
                         known_hosts_file: config.backup_sftp_known_hosts_file.clone(),
                     },
+                    #[cfg(feature = "test-hooks")]
+                    test_backblaze_stand_in: config.test_backblaze_stand_in.clone(),
+                    #[cfg(not(feature = "test-hooks"))]
+                    test_backblaze_stand_in: None,
                 },
                 backup_store,
                 jobs.clone(),

@@ -121,6 +121,11 @@ pub struct Config {
     /// root's ssh settings).
     pub backup_sftp_identity_file: Option<PathBuf>,
     pub backup_sftp_known_hosts_file: Option<PathBuf>,
+    /// TEST SCAFFOLDING: BACKBLAZE repositories go to this local folder
+    /// (an rclone alias remote) instead of B2's cloud, which cannot be
+    /// reached here. Only in builds with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
+    pub test_backblaze_stand_in: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -182,6 +187,8 @@ impl Default for Config {
             backup_server_files: Vec::new(),
             backup_sftp_identity_file: None,
             backup_sftp_known_hosts_file: None,
+            #[cfg(feature = "test-hooks")]
+            test_backblaze_stand_in: None,
         }
     }
 }

@@ -1600,3 +1600,157 @@ async fn an_sftp_repository_is_reached_with_the_configured_key_and_known_hosts()
     drop(setup);
     drop(server);
 }
+
+/// Starts a backup of `service` and waits for its job, checking on the way
+/// that no command line shows `secret` and calling `watch` with every
+/// process's `(cmdline, environ)` (NUL-separated): the job.
+async fn backup_watching(
+    setup: &Setup,
+    service: &str,
+    secret: &str,
+    mut watch: impl FnMut(&str, &str),
+) -> Value {
+    let started = setup.start_backup(service).await;
+    let uid = started["job"]["uid"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            assert!(!cmdline.contains(secret), "a secret on a command line");
+            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            watch(&cmdline, &String::from_utf8_lossy(&environ));
+        }
+        let answer = setup
+            .daemon
+            .query(
+                "query($id: String!) { jobs { getJob(jobId: $id) { status error } } }",
+                json!({"id": uid}),
+            )
+            .await;
+        let job = answer["data"]["jobs"]["getJob"].clone();
+        if job["status"] == "FINISHED" || job["status"] == "ERROR" {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Restores `snapshot` with DOWNLOAD_VERIFY_OVERWRITE: the job.
+async fn restore_and_wait(setup: &Setup, snapshot: &str) -> Value {
+    let started = setup.restore(snapshot, "DOWNLOAD_VERIFY_OVERWRITE").await;
+    assert_eq!(started["success"], true, "{started}");
+    setup
+        .wait_job(
+            started["job"]["uid"].as_str().unwrap(),
+            Duration::from_secs(300),
+        )
+        .await
+}
+
+/// BACKBLAZE runs restic's rclone backend with the B2 account and key in
+/// rclone's environment. B2's cloud cannot be reached here: the daemon's
+/// test scaffolding (`test_backblaze_stand_in`, test-hooks builds only)
+/// points the rclone remote at a local folder; restic, rclone and the
+/// credentials' path are the real ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backblaze_repository_goes_through_rclone_with_the_key_in_its_environment() {
+    let cloud = tempfile::tempdir().unwrap();
+    let setup = Setup::with_config(
+        "bucketed",
+        None,
+        &[],
+        &format!(
+            "test_backblaze_stand_in = {:?}\n",
+            cloud.path().to_string_lossy()
+        ),
+    )
+    .await;
+    fill(&setup, 8 << 20);
+    let original = tree(&roots(&setup));
+    let key = format!("b2-application-key-{}", rand::random::<u64>());
+    let answer = setup
+        .daemon
+        .query(
+            "mutation($r: InitializeRepositoryInput!) { backup { initializeRepository(repository: $r) {
+                success message configuration { provider locationName isInitialized } } } }",
+            json!({"r": {"provider": "BACKBLAZE", "locationId": "", "locationName": "sp-bucket/server",
+                         "login": "b2-key-id", "password": key}}),
+        )
+        .await;
+    let result = &answer["data"]["backup"]["initializeRepository"];
+    assert_eq!(result["success"], true, "{answer}");
+    assert_eq!(result["configuration"]["provider"], "BACKBLAZE");
+    assert!(
+        cloud.path().join("sp-bucket/server/config").exists(),
+        "restic init did not write through rclone's remote"
+    );
+
+    let stand_in = format!("RCLONE_CONFIG_SPB2_REMOTE={}", cloud.path().display());
+    let mut rclone_environment = None;
+    let job = backup_watching(&setup, "bucketed", &key, |cmdline, environ| {
+        if cmdline.starts_with("rclone\0serve\0restic\0--stdio") && environ.contains(&stand_in) {
+            rclone_environment = Some(environ.to_owned());
+        }
+    })
+    .await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    let environ = rclone_environment.expect("restic's rclone was seen running");
+    assert!(environ.contains(&format!("RCLONE_CONFIG_SPB2_KEY={key}\0")));
+    assert!(environ.contains("RCLONE_CONFIG_SPB2_ACCOUNT=b2-key-id\0"));
+
+    let snapshot = setup.snapshots().await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    change(&setup);
+    let job = restore_and_wait(&setup, &snapshot).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(tree(&roots(&setup)), original);
+}
+
+/// The MEMORY repository's folder in /dev/shm, removed on drop.
+struct ShmRepository(PathBuf);
+
+impl Drop for ShmRepository {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        // The daemon's parent folder, if no other test's repository is left.
+        let _ = std::fs::remove_dir(self.0.parent().unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_repository_backs_up_and_restores() {
+    let name = format!("tests-{}", rand::random::<u64>());
+    let repository = ShmRepository(PathBuf::from("/dev/shm/selfprivacy-api-backups").join(&name));
+    let setup = Setup::new("volatile", None, &[]).await;
+    fill(&setup, 4 << 20);
+    let original = tree(&roots(&setup));
+    let answer = setup
+        .daemon
+        .query(
+            "mutation($r: InitializeRepositoryInput!) { backup { initializeRepository(repository: $r) {
+                success message configuration { provider isInitialized } } } }",
+            json!({"r": {"provider": "MEMORY", "locationId": "", "locationName": name,
+                         "login": "", "password": ""}}),
+        )
+        .await;
+    let result = &answer["data"]["backup"]["initializeRepository"];
+    assert_eq!(result["success"], true, "{answer}");
+    assert_eq!(result["configuration"]["provider"], "MEMORY");
+    assert!(repository.0.join("config").exists());
+    let job = setup.backup_and_wait("volatile").await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    let snapshot = setup.snapshots().await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    change(&setup);
+    let job = restore_and_wait(&setup, &snapshot).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(tree(&roots(&setup)), original);
+}

@@ -98,6 +98,9 @@ pub struct BackupsSetup {
     pub server_files: Vec<PathBuf>,
     /// The key and known hosts SFTP repositories are reached with.
     pub sftp: SftpAccess,
+    /// TEST SCAFFOLDING (test-hooks builds): a local folder BACKBLAZE
+    /// repositories go to instead of B2's cloud.
+    pub test_backblaze_stand_in: Option<PathBuf>,
 }
 
 /// One service's data, as a backup sees it.
@@ -119,6 +122,7 @@ pub struct Backups {
     unit_timeout: Duration,
     server_files: Vec<PathBuf>,
     sftp: SftpAccess,
+    test_backblaze_stand_in: Option<PathBuf>,
     store: Arc<Store>,
     jobs: Arc<JobRegistry>,
     locks: Arc<ServiceLocks>,
@@ -163,6 +167,7 @@ impl Backups {
             unit_timeout: setup.unit_timeout,
             server_files: setup.server_files,
             sftp: setup.sftp,
+            test_backblaze_stand_in: setup.test_backblaze_stand_in,
             store,
             jobs,
             locks,
@@ -198,7 +203,10 @@ impl Backups {
     }
 
     fn restic_for(&self, settings: &Settings) -> Outcome<Restic> {
-        let repository = repository::repository(settings, &self.files, &self.sftp)?;
+        let mut repository = repository::repository(settings, &self.files, &self.sftp)?;
+        if let Some(folder) = &self.test_backblaze_stand_in {
+            repository::backblaze_stand_in(&mut repository, folder);
+        }
         Ok(Restic::new(self.restic_binary.clone(), repository))
     }
 
@@ -915,6 +923,7 @@ mod tests {
                 unit_timeout: Duration::from_secs(1),
                 server_files: vec![],
                 sftp: SftpAccess::default(),
+                test_backblaze_stand_in: None,
             },
             store,
             jobs.clone(),

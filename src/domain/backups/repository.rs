@@ -307,6 +307,29 @@ pub fn check_input(input: &RepositoryInput) -> Outcome<()> {
     }
 }
 
+/// rclone's remote for BACKBLAZE, configured by environment (with the
+/// account and key: never on a command line, never in a file).
+const BACKBLAZE_REMOTE_TYPE: &str = "RCLONE_CONFIG_SPB2_TYPE";
+
+/// TEST SCAFFOLDING: turns a BACKBLAZE repository's rclone remote into an
+/// alias of the local `folder` (B2's cloud cannot be reached from the
+/// tests); everything else (restic's rclone backend, the credentials in
+/// rclone's environment) stays as for B2.
+pub fn backblaze_stand_in(repository: &mut Repository, folder: &Path) {
+    let Some(kind) = repository
+        .env
+        .iter_mut()
+        .find(|(name, _)| name == BACKBLAZE_REMOTE_TYPE)
+    else {
+        return;
+    };
+    kind.1 = "alias".into();
+    repository.env.push((
+        "RCLONE_CONFIG_SPB2_REMOTE".into(),
+        folder.to_string_lossy().into_owned(),
+    ));
+}
+
 /// How restic reaches the repository `settings` describe.
 pub fn repository(settings: &Settings, files: &Files, sftp: &SftpAccess) -> Outcome<Repository> {
     let id = settings.location_id.clone().unwrap_or_default();
@@ -324,7 +347,7 @@ pub fn repository(settings: &Settings, files: &Files, sftp: &SftpAccess) -> Outc
         Provider::Memory => format!("/dev/shm/selfprivacy-api-backups/{name}"),
         Provider::File => format!("/{name}"),
         Provider::Backblaze => {
-            env.push(("RCLONE_CONFIG_SPB2_TYPE".into(), "b2".into()));
+            env.push((BACKBLAZE_REMOTE_TYPE.into(), "b2".into()));
             env.push(("RCLONE_CONFIG_SPB2_ACCOUNT".into(), settings.login.clone()));
             env.push(("RCLONE_CONFIG_SPB2_KEY".into(), settings.secret.clone()));
             format!("rclone:spb2:{name}")
