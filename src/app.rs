@@ -199,6 +199,7 @@ impl App {
             .with_rebuilds(rebuilds.clone()),
         );
         backups.start_units_left_stopped();
+        backups.use_configured_repository(config.backup_repository.clone());
         Ok(Arc::new(App {
             config,
             clock,

@@ -126,6 +126,9 @@ pub struct Config {
     /// reached here. Only in builds with the `test-hooks` feature.
     #[cfg(feature = "test-hooks")]
     pub test_backblaze_stand_in: Option<PathBuf>,
+    /// A backup repository used at start (`[backup_repository]`: S3, SFTP,
+    /// REST... with its secrets in files), in place of the app's.
+    pub backup_repository: Option<crate::domain::backups::ConfiguredRepository>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -189,6 +192,7 @@ impl Default for Config {
             backup_sftp_known_hosts_file: None,
             #[cfg(feature = "test-hooks")]
             test_backblaze_stand_in: None,
+            backup_repository: None,
         }
     }
 }

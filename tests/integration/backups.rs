@@ -150,7 +150,7 @@ impl Setup {
             .prefix("sp-backup-data-")
             .tempdir_in("/tmp")
             .unwrap();
-        let mut config = extra.to_owned();
+        let mut config = String::new();
         if let Some(pg) = pg {
             config.push_str(&format!(
                 "postgres_bin_dir = {:?}\npostgres_host = {:?}\n",
@@ -158,6 +158,8 @@ impl Setup {
                 pg.socket_dir().to_string_lossy()
             ));
         }
+        // After the top-level keys: `extra` may hold tables.
+        config.push_str(extra);
         let daemon = Daemon::start_with_config(&config).await;
         let setup = Setup {
             repo: data.path().join("repository"),
@@ -1744,6 +1746,67 @@ async fn a_memory_repository_backs_up_and_restores() {
     assert_eq!(result["configuration"]["provider"], "MEMORY");
     assert!(repository.0.join("config").exists());
     let job = setup.backup_and_wait("volatile").await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    let snapshot = setup.snapshots().await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    change(&setup);
+    let job = restore_and_wait(&setup, &snapshot).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(tree(&roots(&setup)), original);
+}
+
+/// An S3 repository set in the daemon's configuration file (its secret in a
+/// 0600 file) is used from the start and reported with its provider.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_repository_from_the_configuration_file_is_used_at_start() {
+    let server = tokio::task::spawn_blocking(crate::repo_servers::s3)
+        .await
+        .unwrap();
+    let secret = server.secret.clone().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let secret_file = keys.path().join("s3-secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let location_id = format!("http://127.0.0.1:{}", server.port);
+    let setup = Setup::with_config(
+        "configured",
+        None,
+        &[],
+        &format!(
+            "[backup_repository]\nprovider = \"S3\"\nlocation_id = {location_id:?}\n\
+             location_name = \"sp-configured/server\"\nlogin = \"selfprivacy-tests\"\n\
+             secret_file = {:?}\n",
+            secret_file.to_string_lossy()
+        ),
+    )
+    .await;
+    fill(&setup, 4 << 20);
+    let original = tree(&roots(&setup));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let configuration = loop {
+        let answer = setup
+            .daemon
+            .query(
+                "{ backup { configuration { provider isInitialized locationId locationName encryptionKey } } }",
+                json!({}),
+            )
+            .await;
+        assert_no_errors(&answer);
+        let configuration = answer["data"]["backup"]["configuration"].clone();
+        if configuration["isInitialized"] == true {
+            break configuration;
+        }
+        assert!(Instant::now() < deadline, "not set up: {configuration}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(configuration["provider"], "S3");
+    assert_eq!(configuration["locationId"], location_id.as_str());
+    assert_eq!(configuration["locationName"], "sp-configured/server");
+    assert!(configuration["encryptionKey"].as_str().unwrap().len() >= 42);
+
+    let job = backup_watching(&setup, "configured", &secret, |_, _| {}).await;
     assert_eq!(job["status"], "FINISHED", "{job}");
     let snapshot = setup.snapshots().await[0]["id"]
         .as_str()

@@ -24,7 +24,9 @@ use crate::os::systemd::{JobOutcome, SystemdLink, UnitAction};
 use crate::state::{SnapshotRecord, Store};
 use chrono::{DateTime, Utc};
 use repository::Files;
-pub use repository::{Provider, Quotas, RepositoryInput, Settings, SftpAccess};
+pub use repository::{
+    ConfiguredRepository, Provider, Quotas, RepositoryInput, Settings, SftpAccess,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -260,6 +262,59 @@ impl Backups {
         self.files.save(&settings)?;
         self.reload_snapshots().await?;
         Ok(settings)
+    }
+
+    /// Uses the repository of the daemon's configuration file, in the
+    /// background (opening a remote repository may take a while): a
+    /// failure is logged and leaves the previous settings.
+    pub fn use_configured_repository(self: &Arc<Self>, configured: Option<ConfiguredRepository>) {
+        let Some(configured) = configured else {
+            return;
+        };
+        let backups = self.clone();
+        tokio::spawn(async move {
+            match backups.apply_configured(configured).await {
+                Ok(_) => tracing::info!("using the backup repository of the configuration file"),
+                Err(e) => tracing::error!(
+                    "the backup repository of the configuration file cannot be used: {}",
+                    e.message.en
+                ),
+            }
+        });
+    }
+
+    /// Sets up the configured repository unless it is already the one in
+    /// use (same place, account and secret).
+    pub async fn apply_configured(&self, configured: ConfiguredRepository) -> Outcome<Settings> {
+        let secret = match &configured.secret_file {
+            Some(path) => repository::read_secret_file(path)?,
+            None => String::new(),
+        };
+        let wanted_key = match &configured.encryption_key_file {
+            Some(path) => Some(repository::read_secret_file(path)?),
+            None => None,
+        };
+        let current = self.files.load()?;
+        let current_key = self.files.encryption_key()?;
+        let in_use = current.initialized
+            && current.provider == configured.provider
+            && current.location_id.as_deref() == Some(configured.location_id.as_str())
+            && current.location_name.as_deref() == Some(configured.location_name.as_str())
+            && current.login == configured.login
+            && current.secret == secret
+            && (wanted_key.is_none() || wanted_key == current_key);
+        if in_use {
+            return Ok(current);
+        }
+        self.initialize(RepositoryInput {
+            provider: configured.provider,
+            location_id: configured.location_id,
+            location_name: configured.location_name,
+            login: configured.login,
+            password: secret,
+            encryption_key: wanted_key.or(current_key),
+        })
+        .await
     }
 
     /// Forgets the repository settings; the repository's data stays where
@@ -931,6 +986,54 @@ mod tests {
             Arc::new(SystemdLink::new(None)),
         );
         (backups, jobs)
+    }
+
+    /// A configured repository is opened once, then kept across starts with
+    /// its key; a given key file opens an existing repository; a missing
+    /// secret file is a clear error that changes nothing.
+    #[tokio::test]
+    async fn a_configured_repository_is_set_up_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (backups, _) = backups_in(dir.path());
+        let repo = dir.path().join("repo");
+        let configured = ConfiguredRepository {
+            provider: Provider::File,
+            location_id: String::new(),
+            location_name: repo.to_string_lossy().into_owned(),
+            login: String::new(),
+            secret_file: None,
+            encryption_key_file: None,
+        };
+        let first = backups.apply_configured(configured.clone()).await.unwrap();
+        assert!(first.initialized && repo.join("config").exists());
+        let key = backups.encryption_key().unwrap();
+        assert!(!key.is_empty());
+        // The next start: nothing changes.
+        let again = backups.apply_configured(configured.clone()).await.unwrap();
+        assert_eq!(again, first);
+        assert_eq!(backups.encryption_key().unwrap(), key);
+
+        // Another server opens it with the key from a file.
+        let other = tempfile::tempdir().unwrap();
+        let (second, _) = backups_in(other.path());
+        let key_file = other.path().join("key");
+        std::fs::write(&key_file, format!("{key}\n")).unwrap();
+        let opened = second
+            .apply_configured(ConfiguredRepository {
+                encryption_key_file: Some(key_file),
+                ..configured.clone()
+            })
+            .await
+            .unwrap();
+        assert!(opened.initialized);
+        assert_eq!(second.encryption_key().unwrap(), key);
+
+        let missing = ConfiguredRepository {
+            secret_file: Some(other.path().join("no-such-secret")),
+            ..configured
+        };
+        assert!(second.apply_configured(missing).await.is_err());
+        assert_eq!(second.settings().unwrap(), opened);
     }
 
     /// What automatic backups use: a backup with reason AUTO run to its

@@ -63,6 +63,38 @@ pub struct RepositoryInput {
     pub encryption_key: Option<String>,
 }
 
+/// A repository set in the daemon's configuration file
+/// (`[backup_repository]`), for owners who run their own storage (S3, SFTP,
+/// REST, or a FILE path): used at start in place of what the app set. The
+/// secrets are read from files (0600), never from the configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfiguredRepository {
+    /// `S3`, `SFTP`, `REST`, `FILE` or `BACKBLAZE` (as the API names them).
+    pub provider: Provider,
+    /// The server: S3's or REST's URL, SFTP's `host[:port]`.
+    #[serde(default)]
+    pub location_id: String,
+    /// The bucket and path, or the path on the server.
+    pub location_name: String,
+    /// The account: S3's key id, SFTP's or REST's user.
+    #[serde(default)]
+    pub login: String,
+    /// A file holding the account's secret (S3's secret key, REST's
+    /// password).
+    pub secret_file: Option<PathBuf>,
+    /// A file holding the repository's encryption key, to open an existing
+    /// repository; without it the daemon keeps its own (or makes one).
+    pub encryption_key_file: Option<PathBuf>,
+}
+
+/// A secret kept in `path`, without the line end.
+pub fn read_secret_file(path: &Path) -> Outcome<String> {
+    std::fs::read_to_string(path)
+        .map(|text| text.trim_end_matches(['\n', '\r']).to_owned())
+        .map_err(|e| Failure::internal(&format!("reading {}", path.display()), e))
+}
+
 /// The files in the backups directory.
 #[derive(Debug, Clone)]
 pub struct Files {
