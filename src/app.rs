@@ -190,6 +190,10 @@ impl App {
                     test_backblaze_stand_in: config.test_backblaze_stand_in.clone(),
                     #[cfg(not(feature = "test-hooks"))]
                     test_backblaze_stand_in: None,
+                    #[cfg(feature = "test-hooks")]
+                    test_pause_restore_swap: config.test_pause_restore_swap.clone(),
+                    #[cfg(not(feature = "test-hooks"))]
+                    test_pause_restore_swap: None,
                 },
                 backup_store,
                 jobs.clone(),

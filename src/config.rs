@@ -129,6 +129,10 @@ pub struct Config {
     /// A backup repository used at start (`[backup_repository]`: S3, SFTP,
     /// REST... with its secrets in files), in place of the app's.
     pub backup_repository: Option<crate::domain::backups::ConfiguredRepository>,
+    /// TEST SCAFFOLDING: a DOWNLOAD_VERIFY_OVERWRITE restore stops dead in
+    /// its swap (`aside` or `in`), for tests that kill the daemon there.
+    #[cfg(feature = "test-hooks")]
+    pub test_pause_restore_swap: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -193,6 +197,8 @@ impl Default for Config {
             #[cfg(feature = "test-hooks")]
             test_backblaze_stand_in: None,
             backup_repository: None,
+            #[cfg(feature = "test-hooks")]
+            test_pause_restore_swap: None,
         }
     }
 }

@@ -1817,3 +1817,79 @@ async fn an_s3_repository_from_the_configuration_file_is_used_at_start() {
     assert_eq!(job["status"], "FINISHED", "{job}");
     assert_eq!(tree(&roots(&setup)), original);
 }
+
+/// A daemon killed in the middle of a DOWNLOAD_VERIFY_OVERWRITE swap (the
+/// test hook stops it after the first rename of a phase) puts the folder
+/// right at its next start: still moving the old data aside, the old data
+/// is moved back; already moving the verified restored data in, the swap
+/// is finished. Nothing is left half swapped, nothing of the swap remains.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swap_interrupted_by_a_killed_daemon_is_finished_or_undone_at_start() {
+    for phase in ["aside", "in"] {
+        let mut setup = Setup::with_config(
+            "swapped",
+            None,
+            &[],
+            &format!("test_pause_restore_swap = {phase:?}\n"),
+        )
+        .await;
+        setup.initialize().await;
+        fill(&setup, 1 << 20);
+        let original = tree(&[setup.folder()]);
+        let job = setup.backup_and_wait("swapped").await;
+        assert_eq!(job["status"], "FINISHED", "{job}");
+        let snapshot = setup.snapshots().await[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        change(&setup);
+        let changed = tree(&[setup.folder()]);
+        let changed_owned = tree(&[setup.owned()]);
+        let started = setup.restore(&snapshot, "DOWNLOAD_VERIFY_OVERWRITE").await;
+        let uid = started["job"]["uid"].as_str().unwrap().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let answer = setup
+                .daemon
+                .query(
+                    "query($id: String!) { jobs { getJob(jobId: $id) { status statusText } } }",
+                    json!({"id": uid}),
+                )
+                .await;
+            let job = &answer["data"]["jobs"]["getJob"];
+            assert_eq!(job["status"], "RUNNING", "{phase}: {job}");
+            if job["statusText"]
+                .as_str()
+                .is_some_and(|t| t.contains("TEST HOOK"))
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{phase}: never paused: {job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        setup.daemon.kill();
+        let old = setup.folder().join(".sp-restore-old");
+        assert!(old.is_dir(), "{phase}: the swap had begun");
+        let half = tree(&[setup.folder()]);
+        assert!(half != original && half != changed, "{phase}: half swapped");
+
+        setup.daemon.launch().await;
+        let expected = if phase == "in" { &original } else { &changed };
+        assert_eq!(&tree(&[setup.folder()]), expected, "{phase}");
+        // The second folder's swap never began.
+        assert_eq!(tree(&[setup.owned()]), changed_owned, "{phase}");
+        assert!(!old.exists(), "{phase}");
+        assert!(
+            !setup.folder().join(".sp-restore-staging").exists(),
+            "{phase}"
+        );
+        let answer = setup
+            .daemon
+            .query(
+                "query($id: String!) { jobs { getJob(jobId: $id) { status } } }",
+                json!({"id": uid}),
+            )
+            .await;
+        assert_ne!(answer["data"]["jobs"]["getJob"]["status"], "RUNNING");
+    }
+}

@@ -103,6 +103,10 @@ pub struct BackupsSetup {
     /// TEST SCAFFOLDING (test-hooks builds): a local folder BACKBLAZE
     /// repositories go to instead of B2's cloud.
     pub test_backblaze_stand_in: Option<PathBuf>,
+    /// TEST SCAFFOLDING (test-hooks builds): a DOWNLOAD_VERIFY_OVERWRITE
+    /// restore stops dead after the first rename of this swap phase
+    /// (`aside` or `in`), for a test to kill the daemon there.
+    pub test_pause_restore_swap: Option<String>,
 }
 
 /// One service's data, as a backup sees it.
@@ -125,6 +129,7 @@ pub struct Backups {
     server_files: Vec<PathBuf>,
     sftp: SftpAccess,
     test_backblaze_stand_in: Option<PathBuf>,
+    test_pause_restore_swap: Option<String>,
     store: Arc<Store>,
     jobs: Arc<JobRegistry>,
     locks: Arc<ServiceLocks>,
@@ -170,6 +175,7 @@ impl Backups {
             server_files: setup.server_files,
             sftp: setup.sftp,
             test_backblaze_stand_in: setup.test_backblaze_stand_in,
+            test_pause_restore_swap: setup.test_pause_restore_swap,
             store,
             jobs,
             locks,
@@ -684,6 +690,9 @@ impl Backups {
     /// Starts the units a killed daemon left stopped (see `note_stopped`).
     /// Called once at startup.
     pub fn start_units_left_stopped(self: &Arc<Self>) {
+        // Before any unit starts: folders a killed restore left half
+        // swapped are put right first.
+        restore::recover_swaps(&self.files.swaps());
         let Ok(entries) = std::fs::read_dir(self.files.stopped()) else {
             return;
         };
@@ -979,6 +988,7 @@ mod tests {
                 server_files: vec![],
                 sftp: SftpAccess::default(),
                 test_backblaze_stand_in: None,
+                test_pause_restore_swap: None,
             },
             store,
             jobs.clone(),

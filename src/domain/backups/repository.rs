@@ -120,6 +120,11 @@ impl Files {
         self.dir.join("stopped")
     }
 
+    /// Restores' folder swaps in progress (see restore.rs).
+    pub fn swaps(&self) -> PathBuf {
+        self.dir.join("swaps")
+    }
+
     /// The directory, created 0700.
     pub fn prepare(&self) -> Outcome<()> {
         use std::os::unix::fs::DirBuilderExt;
