@@ -182,6 +182,18 @@ impl App {
                     server_files: std::iter::once(config.userdata_file.clone())
                         .chain(config.backup_server_files.iter().cloned())
                         .collect(),
+                    sftp: crate::domain::backups::SftpAccess {
+                        identity_file: config.backup_sftp_identity_file.clone(),
+                        known_hosts_file: config.backup_sftp_known_hosts_file.clone(),
+                    },
+                    #[cfg(feature = "test-hooks")]
+                    test_backblaze_stand_in: config.test_backblaze_stand_in.clone(),
+                    #[cfg(not(feature = "test-hooks"))]
+                    test_backblaze_stand_in: None,
+                    #[cfg(feature = "test-hooks")]
+                    test_pause_restore_swap: config.test_pause_restore_swap.clone(),
+                    #[cfg(not(feature = "test-hooks"))]
+                    test_pause_restore_swap: None,
                 },
                 backup_store,
                 jobs.clone(),
@@ -191,6 +203,7 @@ impl App {
             .with_rebuilds(rebuilds.clone()),
         );
         backups.start_units_left_stopped();
+        backups.use_configured_repository(config.backup_repository.clone());
         Ok(Arc::new(App {
             config,
             clock,

@@ -116,6 +116,23 @@ pub struct Config {
     /// Files backed up with the server's settings besides userdata (the
     /// secrets the server needs).
     pub backup_server_files: Vec<PathBuf>,
+    /// The ssh key SFTP backup repositories are reached with, and the
+    /// known_hosts file their host keys are checked against (default:
+    /// root's ssh settings).
+    pub backup_sftp_identity_file: Option<PathBuf>,
+    pub backup_sftp_known_hosts_file: Option<PathBuf>,
+    /// TEST SCAFFOLDING: BACKBLAZE repositories go to this local folder
+    /// (an rclone alias remote) instead of B2's cloud, which cannot be
+    /// reached here. Only in builds with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
+    pub test_backblaze_stand_in: Option<PathBuf>,
+    /// A backup repository used at start (`[backup_repository]`: S3, SFTP,
+    /// REST... with its secrets in files), in place of the app's.
+    pub backup_repository: Option<crate::domain::backups::ConfiguredRepository>,
+    /// TEST SCAFFOLDING: a DOWNLOAD_VERIFY_OVERWRITE restore stops dead in
+    /// its swap (`aside` or `in`), for tests that kill the daemon there.
+    #[cfg(feature = "test-hooks")]
+    pub test_pause_restore_swap: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -175,6 +192,13 @@ impl Default for Config {
             postgres_host: "/run/postgresql".into(),
             postgres_user: "postgres".into(),
             backup_server_files: Vec::new(),
+            backup_sftp_identity_file: None,
+            backup_sftp_known_hosts_file: None,
+            #[cfg(feature = "test-hooks")]
+            test_backblaze_stand_in: None,
+            backup_repository: None,
+            #[cfg(feature = "test-hooks")]
+            test_pause_restore_swap: None,
         }
     }
 }

@@ -24,6 +24,9 @@ pub struct Repository {
     pub env: Vec<(String, String)>,
     /// restic's cache.
     pub cache_dir: PathBuf,
+    /// Extended options (`-o sftp.command=...`): built from paths and
+    /// names only, never a secret (they are on restic's command line).
+    pub options: Vec<String>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -91,6 +94,9 @@ impl Restic {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.binary);
+        for option in &self.repository.options {
+            command.arg("-o").arg(option);
+        }
         command
             .args(args)
             .env_clear()
@@ -367,6 +373,7 @@ mod tests {
                 password_file: "/p".into(),
                 env: vec![("AWS_SECRET_ACCESS_KEY".into(), "s3cr3tkey".into())],
                 cache_dir: "/c".into(),
+                options: vec![],
             },
         );
         let text = restic.redact("Fatal: rest:http://user:hunter22@host/repo: bad key s3cr3tkey");

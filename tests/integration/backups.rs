@@ -136,6 +136,16 @@ struct Setup {
 
 impl Setup {
     async fn new(service: &str, pg: Option<&Postgres>, databases: &[&str]) -> Setup {
+        Setup::with_config(service, pg, databases, "").await
+    }
+
+    /// With `extra` (TOML) in the daemon's configuration file.
+    async fn with_config(
+        service: &str,
+        pg: Option<&Postgres>,
+        databases: &[&str],
+        extra: &str,
+    ) -> Setup {
         let data = tempfile::Builder::new()
             .prefix("sp-backup-data-")
             .tempdir_in("/tmp")
@@ -148,6 +158,8 @@ impl Setup {
                 pg.socket_dir().to_string_lossy()
             ));
         }
+        // After the top-level keys: `extra` may hold tables.
+        config.push_str(extra);
         let daemon = Daemon::start_with_config(&config).await;
         let setup = Setup {
             repo: data.path().join("repository"),
@@ -1334,80 +1346,13 @@ async fn backup_overhead_of_a_1_gib_tree() {
     );
 }
 
-/// `rclone serve restic` on a free port, with a password from an htpasswd
-/// file (so no secret on its command line either); killed by its pid on
-/// drop.
-struct RestServer {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RestServer {
-    async fn start(user: &str, password: &str) -> RestServer {
-        let dir = tempfile::tempdir().unwrap();
-        let htpasswd = dir.path().join("htpasswd");
-        // {SHA} entries: base64 of the password's SHA-1 (test scaffolding).
-        let out = Command::new("python3")
-            .args([
-                "-c",
-                "import base64,hashlib,sys; print(base64.b64encode(hashlib.sha1(sys.stdin.read().encode()).digest()).decode())",
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                child.stdin.take().unwrap().write_all(password.as_bytes())?;
-                child.wait_with_output()
-            })
-            .unwrap();
-        let digest = String::from_utf8(out.stdout).unwrap();
-        std::fs::write(&htpasswd, format!("{user}:{{SHA}}{}\n", digest.trim())).unwrap();
-        std::fs::create_dir(dir.path().join("data")).unwrap();
-        let port = crate::support::free_port();
-        let child = Command::new("rclone")
-            .args([
-                "serve",
-                "restic",
-                "--addr",
-                &format!("127.0.0.1:{port}"),
-                "--htpasswd",
-            ])
-            .arg(&htpasswd)
-            .arg(dir.path().join("data"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = RestServer {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "rclone serve restic did not listen"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        server
-    }
-}
-
-impl Drop for RestServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rest_repository_with_a_password_never_shows_it_on_a_command_line() {
-    let password = "rest-secret-0f3a9c7e51";
-    let server = RestServer::start("sp", password).await;
+    let server = tokio::task::spawn_blocking(crate::repo_servers::rest)
+        .await
+        .unwrap();
+    let password = server.secret.clone().unwrap();
+    let password = password.as_str();
     let setup = Setup::new("remote", None, &[]).await;
     fill(&setup, 64 << 20);
     let original = tree(&roots(&setup));
@@ -1415,7 +1360,7 @@ async fn a_rest_repository_with_a_password_never_shows_it_on_a_command_line() {
         success code message configuration { provider locationId locationName encryptionKey isInitialized } } } }";
     let repository = |password: &str| {
         json!({"r": {"provider": "REST", "locationId": format!("http://127.0.0.1:{}", server.port),
-                     "locationName": "repo", "login": "sp", "password": password}})
+                     "locationName": "repo", "login": "restic", "password": password}})
     };
 
     // A wrong password: refused, with the repository left unconfigured.
@@ -1511,55 +1456,16 @@ async fn a_rest_repository_with_a_password_never_shows_it_on_a_command_line() {
     assert_eq!(tree(&roots(&setup)), original);
 }
 
-/// moto's S3 server (from PyPI: scripts/install-deps' venv, or PATH) on a
-/// free port, in its own process group, stopped by that group on drop.
-struct S3Server {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl S3Server {
-    async fn start() -> S3Server {
-        use std::os::unix::process::CommandExt;
-        let venv = PathBuf::from("/opt/selfprivacy-api-tests/moto-venv/bin/moto_server");
-        let program = if venv.exists() {
-            venv
-        } else {
-            PathBuf::from("moto_server")
-        };
-        let port = crate::support::free_port();
-        let child = Command::new(program)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("moto_server (scripts/install-deps)");
-        let server = S3Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not listen");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        server
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s3_repository_backs_up_and_restores_with_its_keys_kept_off_command_lines() {
-    let server = S3Server::start().await;
+    let server = tokio::task::spawn_blocking(crate::repo_servers::s3)
+        .await
+        .unwrap();
     let setup = Setup::new("objects", None, &[]).await;
     fill(&setup, 32 << 20);
     let original = tree(&roots(&setup));
-    let secret = "s3-secret-7b2e91d04c";
+    let secret = server.secret.clone().unwrap();
+    let secret = secret.as_str();
     let answer = setup
         .daemon
         .query(
@@ -1609,4 +1515,381 @@ async fn an_s3_repository_backs_up_and_restores_with_its_keys_kept_off_command_l
         .await;
     assert_eq!(job["status"], "FINISHED", "{job}");
     assert_eq!(tree(&roots(&setup)), original);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sftp_repository_is_reached_with_the_configured_key_and_known_hosts() {
+    let server = tokio::task::spawn_blocking(crate::repo_servers::sftp)
+        .await
+        .unwrap();
+    let keys = server.dir.path();
+    let setup = Setup::with_config(
+        "remote",
+        None,
+        &[],
+        &format!(
+            "backup_sftp_identity_file = {:?}\nbackup_sftp_known_hosts_file = {:?}\n",
+            keys.join("client_key").to_string_lossy(),
+            keys.join("known_hosts").to_string_lossy()
+        ),
+    )
+    .await;
+    fill(&setup, 16 << 20);
+    let original = tree(&roots(&setup));
+    let answer = setup
+        .daemon
+        .query(
+            "mutation($r: InitializeRepositoryInput!) { backup { initializeRepository(repository: $r) {
+                success message configuration { provider locationId locationName encryptionKey isInitialized } } } }",
+            json!({"r": {"provider": "SFTP", "locationId": format!("127.0.0.1:{}", server.port),
+                         "locationName": "/repo", "login": "root", "password": ""}}),
+        )
+        .await;
+    let result = &answer["data"]["backup"]["initializeRepository"];
+    assert_eq!(result["success"], true, "{answer}");
+    assert_eq!(result["configuration"]["provider"], "SFTP");
+    let key = result["configuration"]["encryptionKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // restic wrote the repository inside the server's chroot.
+    assert!(keys.join("chroot/repo/config").exists());
+
+    let started = setup.start_backup("remote").await;
+    let uid = started["job"]["uid"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut seen_ssh = false;
+    let job = loop {
+        let all = all_command_lines();
+        assert!(
+            !all.contains(&key),
+            "the encryption key is on a command line"
+        );
+        seen_ssh |= all.contains(&format!(
+            "UserKnownHostsFile={}",
+            keys.join("known_hosts").display()
+        ));
+        let answer = setup
+            .daemon
+            .query(
+                "query($id: String!) { jobs { getJob(jobId: $id) { status error } } }",
+                json!({"id": uid}),
+            )
+            .await;
+        let job = answer["data"]["jobs"]["getJob"].clone();
+        if job["status"] == "FINISHED" || job["status"] == "ERROR" {
+            break job;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert!(seen_ssh, "ssh ran with the configured known_hosts");
+    let snapshots = setup.snapshots().await;
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    let snapshot = snapshots[0]["id"].as_str().unwrap().to_owned();
+    change(&setup);
+    assert_ne!(tree(&roots(&setup)), original);
+    let started = setup.restore(&snapshot, "DOWNLOAD_VERIFY_OVERWRITE").await;
+    let job = setup
+        .wait_job(
+            started["job"]["uid"].as_str().unwrap(),
+            Duration::from_secs(300),
+        )
+        .await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(tree(&roots(&setup)), original);
+    drop(setup);
+    drop(server);
+}
+
+/// Starts a backup of `service` and waits for its job, checking on the way
+/// that no command line shows `secret` and calling `watch` with every
+/// process's `(cmdline, environ)` (NUL-separated): the job.
+async fn backup_watching(
+    setup: &Setup,
+    service: &str,
+    secret: &str,
+    mut watch: impl FnMut(&str, &str),
+) -> Value {
+    let started = setup.start_backup(service).await;
+    let uid = started["job"]["uid"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            assert!(!cmdline.contains(secret), "a secret on a command line");
+            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            watch(&cmdline, &String::from_utf8_lossy(&environ));
+        }
+        let answer = setup
+            .daemon
+            .query(
+                "query($id: String!) { jobs { getJob(jobId: $id) { status error } } }",
+                json!({"id": uid}),
+            )
+            .await;
+        let job = answer["data"]["jobs"]["getJob"].clone();
+        if job["status"] == "FINISHED" || job["status"] == "ERROR" {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Restores `snapshot` with DOWNLOAD_VERIFY_OVERWRITE: the job.
+async fn restore_and_wait(setup: &Setup, snapshot: &str) -> Value {
+    let started = setup.restore(snapshot, "DOWNLOAD_VERIFY_OVERWRITE").await;
+    assert_eq!(started["success"], true, "{started}");
+    setup
+        .wait_job(
+            started["job"]["uid"].as_str().unwrap(),
+            Duration::from_secs(300),
+        )
+        .await
+}
+
+/// BACKBLAZE runs restic's rclone backend with the B2 account and key in
+/// rclone's environment. B2's cloud cannot be reached here: the daemon's
+/// test scaffolding (`test_backblaze_stand_in`, test-hooks builds only)
+/// points the rclone remote at a local folder; restic, rclone and the
+/// credentials' path are the real ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backblaze_repository_goes_through_rclone_with_the_key_in_its_environment() {
+    let cloud = tempfile::tempdir().unwrap();
+    let setup = Setup::with_config(
+        "bucketed",
+        None,
+        &[],
+        &format!(
+            "test_backblaze_stand_in = {:?}\n",
+            cloud.path().to_string_lossy()
+        ),
+    )
+    .await;
+    fill(&setup, 8 << 20);
+    let original = tree(&roots(&setup));
+    let key = format!("b2-application-key-{}", rand::random::<u64>());
+    let answer = setup
+        .daemon
+        .query(
+            "mutation($r: InitializeRepositoryInput!) { backup { initializeRepository(repository: $r) {
+                success message configuration { provider locationName isInitialized } } } }",
+            json!({"r": {"provider": "BACKBLAZE", "locationId": "", "locationName": "sp-bucket/server",
+                         "login": "b2-key-id", "password": key}}),
+        )
+        .await;
+    let result = &answer["data"]["backup"]["initializeRepository"];
+    assert_eq!(result["success"], true, "{answer}");
+    assert_eq!(result["configuration"]["provider"], "BACKBLAZE");
+    assert!(
+        cloud.path().join("sp-bucket/server/config").exists(),
+        "restic init did not write through rclone's remote"
+    );
+
+    let stand_in = format!("RCLONE_CONFIG_SPB2_REMOTE={}", cloud.path().display());
+    let mut rclone_environment = None;
+    let job = backup_watching(&setup, "bucketed", &key, |cmdline, environ| {
+        if cmdline.starts_with("rclone\0serve\0restic\0--stdio") && environ.contains(&stand_in) {
+            rclone_environment = Some(environ.to_owned());
+        }
+    })
+    .await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    let environ = rclone_environment.expect("restic's rclone was seen running");
+    assert!(environ.contains(&format!("RCLONE_CONFIG_SPB2_KEY={key}\0")));
+    assert!(environ.contains("RCLONE_CONFIG_SPB2_ACCOUNT=b2-key-id\0"));
+
+    let snapshot = setup.snapshots().await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    change(&setup);
+    let job = restore_and_wait(&setup, &snapshot).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(tree(&roots(&setup)), original);
+}
+
+/// The MEMORY repository's folder in /dev/shm, removed on drop.
+struct ShmRepository(PathBuf);
+
+impl Drop for ShmRepository {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        // The daemon's parent folder, if no other test's repository is left.
+        let _ = std::fs::remove_dir(self.0.parent().unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_repository_backs_up_and_restores() {
+    let name = format!("tests-{}", rand::random::<u64>());
+    let repository = ShmRepository(PathBuf::from("/dev/shm/selfprivacy-api-backups").join(&name));
+    let setup = Setup::new("volatile", None, &[]).await;
+    fill(&setup, 4 << 20);
+    let original = tree(&roots(&setup));
+    let answer = setup
+        .daemon
+        .query(
+            "mutation($r: InitializeRepositoryInput!) { backup { initializeRepository(repository: $r) {
+                success message configuration { provider isInitialized } } } }",
+            json!({"r": {"provider": "MEMORY", "locationId": "", "locationName": name,
+                         "login": "", "password": ""}}),
+        )
+        .await;
+    let result = &answer["data"]["backup"]["initializeRepository"];
+    assert_eq!(result["success"], true, "{answer}");
+    assert_eq!(result["configuration"]["provider"], "MEMORY");
+    assert!(repository.0.join("config").exists());
+    let job = setup.backup_and_wait("volatile").await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    let snapshot = setup.snapshots().await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    change(&setup);
+    let job = restore_and_wait(&setup, &snapshot).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(tree(&roots(&setup)), original);
+}
+
+/// An S3 repository set in the daemon's configuration file (its secret in a
+/// 0600 file) is used from the start and reported with its provider.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_repository_from_the_configuration_file_is_used_at_start() {
+    let server = tokio::task::spawn_blocking(crate::repo_servers::s3)
+        .await
+        .unwrap();
+    let secret = server.secret.clone().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let secret_file = keys.path().join("s3-secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let location_id = format!("http://127.0.0.1:{}", server.port);
+    let setup = Setup::with_config(
+        "configured",
+        None,
+        &[],
+        &format!(
+            "[backup_repository]\nprovider = \"S3\"\nlocation_id = {location_id:?}\n\
+             location_name = \"sp-configured/server\"\nlogin = \"selfprivacy-tests\"\n\
+             secret_file = {:?}\n",
+            secret_file.to_string_lossy()
+        ),
+    )
+    .await;
+    fill(&setup, 4 << 20);
+    let original = tree(&roots(&setup));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let configuration = loop {
+        let answer = setup
+            .daemon
+            .query(
+                "{ backup { configuration { provider isInitialized locationId locationName encryptionKey } } }",
+                json!({}),
+            )
+            .await;
+        assert_no_errors(&answer);
+        let configuration = answer["data"]["backup"]["configuration"].clone();
+        if configuration["isInitialized"] == true {
+            break configuration;
+        }
+        assert!(Instant::now() < deadline, "not set up: {configuration}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(configuration["provider"], "S3");
+    assert_eq!(configuration["locationId"], location_id.as_str());
+    assert_eq!(configuration["locationName"], "sp-configured/server");
+    assert!(configuration["encryptionKey"].as_str().unwrap().len() >= 42);
+
+    let job = backup_watching(&setup, "configured", &secret, |_, _| {}).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    let snapshot = setup.snapshots().await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    change(&setup);
+    let job = restore_and_wait(&setup, &snapshot).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(tree(&roots(&setup)), original);
+}
+
+/// A daemon killed in the middle of a DOWNLOAD_VERIFY_OVERWRITE swap (the
+/// test hook stops it after the first rename of a phase) puts the folder
+/// right at its next start: still moving the old data aside, the old data
+/// is moved back; already moving the verified restored data in, the swap
+/// is finished. Nothing is left half swapped, nothing of the swap remains.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swap_interrupted_by_a_killed_daemon_is_finished_or_undone_at_start() {
+    for phase in ["aside", "in"] {
+        let mut setup = Setup::with_config(
+            "swapped",
+            None,
+            &[],
+            &format!("test_pause_restore_swap = {phase:?}\n"),
+        )
+        .await;
+        setup.initialize().await;
+        fill(&setup, 1 << 20);
+        let original = tree(&[setup.folder()]);
+        let job = setup.backup_and_wait("swapped").await;
+        assert_eq!(job["status"], "FINISHED", "{job}");
+        let snapshot = setup.snapshots().await[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        change(&setup);
+        let changed = tree(&[setup.folder()]);
+        let changed_owned = tree(&[setup.owned()]);
+        let started = setup.restore(&snapshot, "DOWNLOAD_VERIFY_OVERWRITE").await;
+        let uid = started["job"]["uid"].as_str().unwrap().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let answer = setup
+                .daemon
+                .query(
+                    "query($id: String!) { jobs { getJob(jobId: $id) { status statusText } } }",
+                    json!({"id": uid}),
+                )
+                .await;
+            let job = &answer["data"]["jobs"]["getJob"];
+            assert_eq!(job["status"], "RUNNING", "{phase}: {job}");
+            if job["statusText"]
+                .as_str()
+                .is_some_and(|t| t.contains("TEST HOOK"))
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{phase}: never paused: {job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        setup.daemon.kill();
+        let old = setup.folder().join(".sp-restore-old");
+        assert!(old.is_dir(), "{phase}: the swap had begun");
+        let half = tree(&[setup.folder()]);
+        assert!(half != original && half != changed, "{phase}: half swapped");
+
+        setup.daemon.launch().await;
+        let expected = if phase == "in" { &original } else { &changed };
+        assert_eq!(&tree(&[setup.folder()]), expected, "{phase}");
+        // The second folder's swap never began.
+        assert_eq!(tree(&[setup.owned()]), changed_owned, "{phase}");
+        assert!(!old.exists(), "{phase}");
+        assert!(
+            !setup.folder().join(".sp-restore-staging").exists(),
+            "{phase}"
+        );
+        let answer = setup
+            .daemon
+            .query(
+                "query($id: String!) { jobs { getJob(jobId: $id) { status } } }",
+                json!({"id": uid}),
+            )
+            .await;
+        assert_ne!(answer["data"]["jobs"]["getJob"]["status"], "RUNNING");
+    }
 }

@@ -33,14 +33,15 @@
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-/// How many snapshots of each kind to keep: -1 unlimited, 0 none.
+/// How many snapshots of each kind to keep: -1 unlimited, 0 none (the
+/// app's `Int`s; kept in the backup settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quotas {
-    pub last: i64,
-    pub daily: i64,
-    pub weekly: i64,
-    pub monthly: i64,
-    pub yearly: i64,
+    pub last: i32,
+    pub daily: i32,
+    pub weekly: i32,
+    pub monthly: i32,
+    pub yearly: i32,
 }
 
 impl Default for Quotas {
@@ -56,13 +57,13 @@ impl Default for Quotas {
     }
 }
 
-pub const UNLIMITED: i64 = -1;
+pub const UNLIMITED: i32 = -1;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("quota {name} = {value}: a quota is -1 (unlimited), 0 (none) or a positive count")]
 pub struct InvalidQuota {
     pub name: &'static str,
-    pub value: i64,
+    pub value: i32,
 }
 
 impl Quotas {
@@ -76,7 +77,7 @@ impl Quotas {
         Ok(())
     }
 
-    fn named(&self) -> [(&'static str, i64); 5] {
+    fn named(&self) -> [(&'static str, i32); 5] {
         [
             ("last", self.last),
             ("daily", self.daily),
@@ -122,7 +123,7 @@ impl Unit {
 /// A rule's remaining slots and the last unit it kept a snapshot for.
 struct Rule {
     unit: Unit,
-    left: i64,
+    left: i32,
     last_bucket: Option<i64>,
 }
 
@@ -197,7 +198,7 @@ mod tests {
     use chrono::{Duration, FixedOffset, NaiveDate};
     use std::collections::BTreeSet;
 
-    fn quotas(last: i64, daily: i64, weekly: i64, monthly: i64, yearly: i64) -> Quotas {
+    fn quotas(last: i32, daily: i32, weekly: i32, monthly: i32, yearly: i32) -> Quotas {
         Quotas {
             last,
             daily,

@@ -2,7 +2,7 @@
 //! through the control socket) needs, over restic and the catalogue.
 
 use super::{Backups, Reason, SELF_SERVICE_ID};
-use crate::domain::autobackup::quotas::{Quotas, SnapshotRef};
+use crate::domain::autobackup::quotas::SnapshotRef;
 use crate::domain::autobackup::schedule::ServiceBackupState;
 use crate::domain::autobackup::{AutobackupSettings, BackupFailure, BackupRunner};
 use crate::domain::error::FailureKind;
@@ -19,7 +19,6 @@ pub struct AutomaticBackups {
 impl BackupRunner for AutomaticBackups {
     async fn settings(&self) -> anyhow::Result<AutobackupSettings> {
         let settings = self.backups.settings()?;
-        let quotas = settings.quotas;
         Ok(AutobackupSettings {
             // No repository: nothing can run, which is not a failure.
             period_minutes: settings
@@ -27,13 +26,7 @@ impl BackupRunner for AutomaticBackups {
                 .then_some(settings.autobackup_period)
                 .flatten()
                 .map(i64::from),
-            quotas: Quotas {
-                last: quotas.last.into(),
-                daily: quotas.daily.into(),
-                weekly: quotas.weekly.into(),
-                monthly: quotas.monthly.into(),
-                yearly: quotas.yearly.into(),
-            },
+            quotas: settings.quotas,
         })
     }
 

@@ -24,7 +24,9 @@ use crate::os::systemd::{JobOutcome, SystemdLink, UnitAction};
 use crate::state::{SnapshotRecord, Store};
 use chrono::{DateTime, Utc};
 use repository::Files;
-pub use repository::{Provider, Quotas, RepositoryInput, Settings};
+pub use repository::{
+    ConfiguredRepository, Provider, Quotas, RepositoryInput, Settings, SftpAccess,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,6 +98,15 @@ pub struct BackupsSetup {
     /// The server's settings backed up as [`SELF_SERVICE_ID`]: userdata and
     /// the secrets the server needs.
     pub server_files: Vec<PathBuf>,
+    /// The key and known hosts SFTP repositories are reached with.
+    pub sftp: SftpAccess,
+    /// TEST SCAFFOLDING (test-hooks builds): a local folder BACKBLAZE
+    /// repositories go to instead of B2's cloud.
+    pub test_backblaze_stand_in: Option<PathBuf>,
+    /// TEST SCAFFOLDING (test-hooks builds): a DOWNLOAD_VERIFY_OVERWRITE
+    /// restore stops dead after the first rename of this swap phase
+    /// (`aside` or `in`), for a test to kill the daemon there.
+    pub test_pause_restore_swap: Option<String>,
 }
 
 /// One service's data, as a backup sees it.
@@ -116,6 +127,9 @@ pub struct Backups {
     catalogue: Catalogue,
     unit_timeout: Duration,
     server_files: Vec<PathBuf>,
+    sftp: SftpAccess,
+    test_backblaze_stand_in: Option<PathBuf>,
+    test_pause_restore_swap: Option<String>,
     store: Arc<Store>,
     jobs: Arc<JobRegistry>,
     locks: Arc<ServiceLocks>,
@@ -159,6 +173,9 @@ impl Backups {
             catalogue: Catalogue::new(setup.sp_modules_dir),
             unit_timeout: setup.unit_timeout,
             server_files: setup.server_files,
+            sftp: setup.sftp,
+            test_backblaze_stand_in: setup.test_backblaze_stand_in,
+            test_pause_restore_swap: setup.test_pause_restore_swap,
             store,
             jobs,
             locks,
@@ -194,7 +211,10 @@ impl Backups {
     }
 
     fn restic_for(&self, settings: &Settings) -> Outcome<Restic> {
-        let repository = repository::repository(settings, &self.files)?;
+        let mut repository = repository::repository(settings, &self.files, &self.sftp)?;
+        if let Some(folder) = &self.test_backblaze_stand_in {
+            repository::backblaze_stand_in(&mut repository, folder);
+        }
         Ok(Restic::new(self.restic_binary.clone(), repository))
     }
 
@@ -224,7 +244,9 @@ impl Backups {
         self.files.save_encryption_key(&key)?;
         let restic = self.restic_for(&settings)?;
         if matches!(settings.provider, Provider::File | Provider::Memory) {
-            let path = PathBuf::from(&repository::repository(&settings, &self.files)?.location);
+            let path = PathBuf::from(
+                &repository::repository(&settings, &self.files, &self.sftp)?.location,
+            );
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| Failure::internal("creating the repository's folder", e))?;
@@ -246,6 +268,59 @@ impl Backups {
         self.files.save(&settings)?;
         self.reload_snapshots().await?;
         Ok(settings)
+    }
+
+    /// Uses the repository of the daemon's configuration file, in the
+    /// background (opening a remote repository may take a while): a
+    /// failure is logged and leaves the previous settings.
+    pub fn use_configured_repository(self: &Arc<Self>, configured: Option<ConfiguredRepository>) {
+        let Some(configured) = configured else {
+            return;
+        };
+        let backups = self.clone();
+        tokio::spawn(async move {
+            match backups.apply_configured(configured).await {
+                Ok(_) => tracing::info!("using the backup repository of the configuration file"),
+                Err(e) => tracing::error!(
+                    "the backup repository of the configuration file cannot be used: {}",
+                    e.message.en
+                ),
+            }
+        });
+    }
+
+    /// Sets up the configured repository unless it is already the one in
+    /// use (same place, account and secret).
+    pub async fn apply_configured(&self, configured: ConfiguredRepository) -> Outcome<Settings> {
+        let secret = match &configured.secret_file {
+            Some(path) => repository::read_secret_file(path)?,
+            None => String::new(),
+        };
+        let wanted_key = match &configured.encryption_key_file {
+            Some(path) => Some(repository::read_secret_file(path)?),
+            None => None,
+        };
+        let current = self.files.load()?;
+        let current_key = self.files.encryption_key()?;
+        let in_use = current.initialized
+            && current.provider == configured.provider
+            && current.location_id.as_deref() == Some(configured.location_id.as_str())
+            && current.location_name.as_deref() == Some(configured.location_name.as_str())
+            && current.login == configured.login
+            && current.secret == secret
+            && (wanted_key.is_none() || wanted_key == current_key);
+        if in_use {
+            return Ok(current);
+        }
+        self.initialize(RepositoryInput {
+            provider: configured.provider,
+            location_id: configured.location_id,
+            location_name: configured.location_name,
+            login: configured.login,
+            password: secret,
+            encryption_key: wanted_key.or(current_key),
+        })
+        .await
     }
 
     /// Forgets the repository settings; the repository's data stays where
@@ -276,14 +351,7 @@ impl Backups {
     }
 
     pub async fn set_quotas(&self, quotas: Quotas) -> Outcome<Settings> {
-        let all = [
-            quotas.last,
-            quotas.daily,
-            quotas.weekly,
-            quotas.monthly,
-            quotas.yearly,
-        ];
-        if all.iter().any(|q| *q < -1) {
+        if quotas.validate().is_err() {
             return Err(Failure::bad_input(
                 "A quota is a count, 0 (none) or -1 (unlimited)",
                 "Квота — число, 0 (ни одной) или -1 (без ограничения)",
@@ -622,6 +690,9 @@ impl Backups {
     /// Starts the units a killed daemon left stopped (see `note_stopped`).
     /// Called once at startup.
     pub fn start_units_left_stopped(self: &Arc<Self>) {
+        // Before any unit starts: folders a killed restore left half
+        // swapped are put right first.
+        restore::recover_swaps(&self.files.swaps());
         let Ok(entries) = std::fs::read_dir(self.files.stopped()) else {
             return;
         };
@@ -915,6 +986,9 @@ mod tests {
                 sp_modules_dir: dir.join("sp-modules"),
                 unit_timeout: Duration::from_secs(1),
                 server_files: vec![],
+                sftp: SftpAccess::default(),
+                test_backblaze_stand_in: None,
+                test_pause_restore_swap: None,
             },
             store,
             jobs.clone(),
@@ -922,6 +996,54 @@ mod tests {
             Arc::new(SystemdLink::new(None)),
         );
         (backups, jobs)
+    }
+
+    /// A configured repository is opened once, then kept across starts with
+    /// its key; a given key file opens an existing repository; a missing
+    /// secret file is a clear error that changes nothing.
+    #[tokio::test]
+    async fn a_configured_repository_is_set_up_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (backups, _) = backups_in(dir.path());
+        let repo = dir.path().join("repo");
+        let configured = ConfiguredRepository {
+            provider: Provider::File,
+            location_id: String::new(),
+            location_name: repo.to_string_lossy().into_owned(),
+            login: String::new(),
+            secret_file: None,
+            encryption_key_file: None,
+        };
+        let first = backups.apply_configured(configured.clone()).await.unwrap();
+        assert!(first.initialized && repo.join("config").exists());
+        let key = backups.encryption_key().unwrap();
+        assert!(!key.is_empty());
+        // The next start: nothing changes.
+        let again = backups.apply_configured(configured.clone()).await.unwrap();
+        assert_eq!(again, first);
+        assert_eq!(backups.encryption_key().unwrap(), key);
+
+        // Another server opens it with the key from a file.
+        let other = tempfile::tempdir().unwrap();
+        let (second, _) = backups_in(other.path());
+        let key_file = other.path().join("key");
+        std::fs::write(&key_file, format!("{key}\n")).unwrap();
+        let opened = second
+            .apply_configured(ConfiguredRepository {
+                encryption_key_file: Some(key_file),
+                ..configured.clone()
+            })
+            .await
+            .unwrap();
+        assert!(opened.initialized);
+        assert_eq!(second.encryption_key().unwrap(), key);
+
+        let missing = ConfiguredRepository {
+            secret_file: Some(other.path().join("no-such-secret")),
+            ..configured
+        };
+        assert!(second.apply_configured(missing).await.is_err());
+        assert_eq!(second.settings().unwrap(), opened);
     }
 
     /// What automatic backups use: a backup with reason AUTO run to its

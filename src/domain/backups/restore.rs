@@ -45,36 +45,121 @@ fn io(context: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
     move |e| Failure::internal(context, e)
 }
 
+/// A swap in progress, written (atomically) to the backups' `swaps`
+/// folder before its renames, so that a daemon killed among them finishes
+/// or undoes it at its next start.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SwapRecord {
+    live: PathBuf,
+    staged: PathBuf,
+    /// The staging folders of the whole restore, removed afterwards.
+    stagings: Vec<PathBuf>,
+    phase: SwapPhase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SwapPhase {
+    /// Moving the live entries into `live/OLD`: undone (moved back).
+    Aside,
+    /// Moving the restored entries in: finished.
+    In,
+}
+
+impl SwapPhase {
+    fn as_str(self) -> &'static str {
+        match self {
+            SwapPhase::Aside => "aside",
+            SwapPhase::In => "in",
+        }
+    }
+}
+
+/// Whether a swap ran to its end or stopped at a test hook.
+#[derive(Debug, PartialEq)]
+enum SwapEnd {
+    Done,
+    /// TEST SCAFFOLDING: stopped after the first rename of this phase.
+    Paused,
+}
+
+fn write_record(path: &Path, record: &SwapRecord) -> Outcome<()> {
+    let bytes = serde_json::to_vec(record).map_err(|e| Failure::internal("recording a swap", e))?;
+    crate::os::files::write_atomically(path, &bytes, 0o600).map_err(io("recording a swap"))
+}
+
+/// Moves every entry of `from` (but the swap's own folders) into `to`.
+fn move_entries(from: &Path, to: &Path, mut after_first: impl FnMut() -> bool) -> Outcome<bool> {
+    let special = |name: &std::ffi::OsStr| name == STAGING || name == OLD;
+    let mut first = true;
+    for entry in std::fs::read_dir(from).map_err(io("reading a folder to swap"))? {
+        let entry = entry.map_err(io("reading a folder to swap"))?;
+        if special(&entry.file_name()) {
+            continue;
+        }
+        std::fs::rename(entry.path(), to.join(entry.file_name()))
+            .map_err(io("moving data during the swap"))?;
+        if std::mem::take(&mut first) && after_first() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Replaces the contents of `live` with those of `staged` (renames only,
 /// so on one filesystem; the folder itself stays, as it may be a mount
-/// point). Files are renamed over.
-fn swap_in(live: &Path, staged: &Path) -> Outcome<()> {
+/// point). Files are renamed over. A folder's swap is recorded in
+/// `journal` (a folder) while it runs. `pause_at` (test hooks only) stops
+/// after the first rename of that phase.
+fn swap_in(
+    live: &Path,
+    staged: &Path,
+    stagings: &[PathBuf],
+    journal: &Path,
+    pause_at: Option<&str>,
+) -> Outcome<SwapEnd> {
     let meta = std::fs::symlink_metadata(staged).map_err(io("reading restored data"))?;
     if !meta.is_dir() {
-        return std::fs::rename(staged, live).map_err(io("putting a restored file in place"));
+        std::fs::rename(staged, live).map_err(io("putting a restored file in place"))?;
+        return Ok(SwapEnd::Done);
     }
     if !live.exists() {
         if let Some(parent) = live.parent() {
             std::fs::create_dir_all(parent).map_err(io("creating a folder"))?;
         }
-        return std::fs::rename(staged, live).map_err(io("putting a restored folder in place"));
+        std::fs::rename(staged, live).map_err(io("putting a restored folder in place"))?;
+        return Ok(SwapEnd::Done);
     }
+    std::fs::create_dir_all(journal).map_err(io("recording a swap"))?;
+    let record_path = journal.join(format!("{:016x}.json", rand::random::<u64>()));
+    let mut record = SwapRecord {
+        live: live.to_path_buf(),
+        staged: staged.to_path_buf(),
+        stagings: stagings.to_vec(),
+        phase: SwapPhase::Aside,
+    };
     let old = live.join(OLD);
     let _ = std::fs::remove_dir_all(&old);
     std::fs::create_dir(&old).map_err(io("preparing the swap"))?;
-    let special = |name: &std::ffi::OsStr| name == STAGING || name == OLD;
-    for entry in std::fs::read_dir(live).map_err(io("reading the live folder"))? {
-        let entry = entry.map_err(io("reading the live folder"))?;
-        if !special(&entry.file_name()) {
-            std::fs::rename(entry.path(), old.join(entry.file_name()))
-                .map_err(io("moving old data aside"))?;
-        }
+    write_record(&record_path, &record)?;
+    let paused = |phase: SwapPhase| move || pause_at == Some(phase.as_str());
+    if move_entries(live, &old, paused(SwapPhase::Aside))? {
+        return Ok(SwapEnd::Paused);
     }
-    for entry in std::fs::read_dir(staged).map_err(io("reading restored data"))? {
-        let entry = entry.map_err(io("reading restored data"))?;
-        std::fs::rename(entry.path(), live.join(entry.file_name()))
-            .map_err(io("putting restored data in place"))?;
+    record.phase = SwapPhase::In;
+    write_record(&record_path, &record)?;
+    if move_entries(staged, live, paused(SwapPhase::In))? {
+        return Ok(SwapEnd::Paused);
     }
+    finish_swap(&record, &meta)?;
+    std::fs::remove_file(&record_path).map_err(io("recording a swap"))?;
+    Ok(SwapEnd::Done)
+}
+
+/// The end of a swap once every restored entry is in: the folder's mode
+/// and owner as restored, the old data removed.
+fn finish_swap(record: &SwapRecord, meta: &std::fs::Metadata) -> Outcome<()> {
+    let live = &record.live;
     std::fs::set_permissions(live, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
         .map_err(io("setting the folder's mode"))?;
     let _ = nix::unistd::chown(
@@ -82,8 +167,64 @@ fn swap_in(live: &Path, staged: &Path) -> Outcome<()> {
         Some(nix::unistd::Uid::from_raw(meta.uid())),
         Some(nix::unistd::Gid::from_raw(meta.gid())),
     );
-    std::fs::remove_dir_all(&old).map_err(io("removing the old data"))?;
-    Ok(())
+    std::fs::remove_dir_all(live.join(OLD)).map_err(io("removing the old data"))
+}
+
+/// At start: finishes the swaps a killed daemon left recorded in
+/// `journal` (every restored entry was verified before the swap began),
+/// or undoes those that were still moving the old data aside. Returns the
+/// folders put right.
+pub(super) fn recover_swaps(journal: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(journal) else {
+        return Vec::new();
+    };
+    let mut recovered = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let record: SwapRecord = match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::error!("unreadable swap record {}: {e}", path.display());
+                continue;
+            }
+        };
+        let result = match record.phase {
+            SwapPhase::Aside => move_entries(&record.live.join(OLD), &record.live, || false)
+                .and_then(|_| {
+                    std::fs::remove_dir(record.live.join(OLD)).map_err(io("undoing a swap"))
+                }),
+            SwapPhase::In => std::fs::symlink_metadata(&record.staged)
+                .map_err(io("reading restored data"))
+                .and_then(|meta| {
+                    move_entries(&record.staged, &record.live, || false)?;
+                    finish_swap(&record, &meta)
+                }),
+        };
+        match result {
+            Ok(()) => {
+                tracing::warn!(
+                    folder = %record.live.display(),
+                    phase = record.phase.as_str(),
+                    "an interrupted restore's swap was {}",
+                    if record.phase == SwapPhase::In { "finished" } else { "undone" }
+                );
+                for staging in &record.stagings {
+                    let _ = std::fs::remove_dir_all(staging);
+                }
+                let _ = std::fs::remove_file(&path);
+                recovered.push(record.live);
+            }
+            Err(e) => tracing::error!(
+                "recovering the swap of {}: {}",
+                record.live.display(),
+                e.message.en
+            ),
+        }
+    }
+    recovered
 }
 
 /// Empties `folder` (keeps the folder itself).
@@ -357,10 +498,30 @@ impl Backups {
             }
         }
         let mut result = Ok(());
+        let stagings: Vec<PathBuf> = staged.iter().map(|(_, staging)| staging.clone()).collect();
         for (folder, staging) in &staged {
             let restored = under(staging, folder);
             if result.is_ok() {
-                result = swap_in(folder, &restored);
+                match swap_in(
+                    folder,
+                    &restored,
+                    &stagings,
+                    &self.files.swaps(),
+                    self.test_pause_restore_swap.as_deref(),
+                ) {
+                    Ok(SwapEnd::Done) => {}
+                    Ok(SwapEnd::Paused) => {
+                        tracing::warn!("test hook: restore paused for good in its swap");
+                        self.progress(
+                            job,
+                            95,
+                            "TEST HOOK: paused in the swap",
+                            "TEST HOOK: paused in the swap",
+                        );
+                        std::future::pending::<()>().await;
+                    }
+                    Err(e) => result = Err(e),
+                }
             }
         }
         cleanup(&staged);
@@ -486,7 +647,19 @@ mod tests {
         std::fs::create_dir_all(&staged).unwrap();
         std::fs::write(staged.join("new.txt"), "new").unwrap();
         let inode = std::fs::metadata(&live).unwrap().ino();
-        swap_in(&live, &staged).unwrap();
+        let journal = dir.path().join("swaps");
+        assert_eq!(
+            swap_in(
+                &live,
+                &staged,
+                std::slice::from_ref(&staging),
+                &journal,
+                None
+            )
+            .unwrap(),
+            SwapEnd::Done
+        );
+        assert_eq!(std::fs::read_dir(&journal).unwrap().count(), 0);
         let _ = std::fs::remove_dir_all(&staging);
         let mut names: Vec<_> = std::fs::read_dir(&live)
             .unwrap()
