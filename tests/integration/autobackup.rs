@@ -158,3 +158,109 @@ async fn run_due_backs_up_what_is_due_through_the_daemon() {
         "{out}"
     );
 }
+
+/// The timer as the NixOS module makes it (`Persistent=true`) catches up a
+/// night missed while the server was off: its stamp says it last ran two
+/// days ago and its next calendar time is hours away, yet starting it runs
+/// `backup run-due` at once, through the daemon, which makes an AUTO
+/// snapshot of the enabled service.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_persistent_timer_catches_up_a_missed_night() {
+    use crate::testbed::{Setup, Testbed, module};
+    use serde_json::json;
+    use std::time::{Duration, Instant};
+
+    let testbed = Testbed::up(Setup {
+        modules: vec![(
+            "echo",
+            module(
+                "echo",
+                &["echo.service"],
+                json!({"folders": ["/var/lib/echo"]}),
+            ),
+        )],
+        userdata: json!({"domain": "example.org", "modules": {"echo": {"enable": true}}}),
+        volumes: vec![],
+        config: "",
+    });
+    let client = testbed.start_daemon().await;
+    std::fs::create_dir_all(testbed.path("/var/lib/echo")).unwrap();
+    std::fs::write(testbed.path("/var/lib/echo/data"), "echo's data").unwrap();
+    for mutation in [
+        "mutation { backup { initializeRepository(repository: {provider: FILE, locationId: \"\", locationName: \"/var/lib/backup-repo\", login: \"\", password: \"\"}) { success message } } }",
+        "mutation { backup { setAutobackupPeriod(period: 1440) { success message } } }",
+    ] {
+        let answer = client.query(mutation, json!({})).await;
+        let result = &answer["data"]["backup"];
+        assert!(result.to_string().contains("\"success\":true"), "{answer}");
+    }
+
+    // The timer and its service, with the NixOS module's settings; the
+    // calendar time twelve hours from now, the last run two days ago.
+    let hour = (chrono::Utc::now() + chrono::Duration::hours(12)).format("%H");
+    std::fs::write(
+        testbed.path("/etc/systemd/system/selfprivacy-api-autobackup.service"),
+        "[Service]\nType=oneshot\nExecStart=/opt/selfprivacy-api/selfprivacy-api backup run-due\n",
+    )
+    .unwrap();
+    std::fs::write(
+        testbed.path("/etc/systemd/system/selfprivacy-api-autobackup.timer"),
+        format!("[Timer]\nOnCalendar=*-*-* {hour}:00:00 UTC\nPersistent=true\n"),
+    )
+    .unwrap();
+    testbed.run(&["mkdir", "-p", "/var/lib/systemd/timers"]);
+    testbed.run(&[
+        "touch",
+        "-d",
+        "2 days ago",
+        "/var/lib/systemd/timers/stamp-selfprivacy-api-autobackup.timer",
+    ]);
+    testbed.run(&["systemctl", "daemon-reload"]);
+    testbed.run(&["systemctl", "start", "selfprivacy-api-autobackup.timer"]);
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let snapshots = loop {
+        let answer = client
+            .query(
+                "{ backup { allSnapshots { reason service { id } } } }",
+                json!({}),
+            )
+            .await;
+        let all = answer["data"]["backup"]["allSnapshots"].clone();
+        if all
+            .as_array()
+            .is_some_and(|a| a.iter().any(|s| s["service"]["id"] == "echo"))
+        {
+            break all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no catch-up backup within 120 s: {answer}\n{}",
+            testbed.run(&[
+                "journalctl",
+                "-u",
+                "selfprivacy-api-autobackup",
+                "--no-pager"
+            ])
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let echo: Vec<_> = snapshots
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["service"]["id"] == "echo")
+        .collect();
+    assert_eq!(echo.len(), 1, "{snapshots}");
+    assert_eq!(echo[0]["reason"], "AUTO", "{snapshots}");
+    // Its calendar time is twelve hours away: it ran because a run was
+    // missed, and it succeeded.
+    let result = testbed.run(&[
+        "systemctl",
+        "show",
+        "-P",
+        "Result",
+        "selfprivacy-api-autobackup.service",
+    ]);
+    assert_eq!(result, "success");
+}
