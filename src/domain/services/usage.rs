@@ -65,7 +65,7 @@ impl UsageCache {
     /// stale measurement is started in the background (needs a runtime).
     pub fn bytes(self: &Arc<Self>, service: &str, folders: &[PathBuf]) -> Option<u64> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if !entries.get(service).is_some_and(|e| e.folders == folders) {
+        if entries.get(service).is_none_or(|e| e.folders != folders) {
             // New, or its folders changed: what was measured is not theirs.
             entries.insert(service.to_owned(), Entry::of(folders));
         }
