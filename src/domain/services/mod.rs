@@ -150,6 +150,9 @@ type Addresses = (Option<Ipv4Addr>, Option<Ipv6Addr>);
 /// Device, inode, modification time and size: a changed file differs.
 type FileIdentity = (u64, u64, i64, u64);
 
+/// flake.nix's identity (None: no such file) and the modules it installs.
+type InstalledModules = (Option<FileIdentity>, Arc<Vec<String>>);
+
 /// Where services get installed from and how the server is reached.
 pub struct ServicesSetup {
     /// `/etc/nixos/flake.nix`.
@@ -170,7 +173,7 @@ pub struct Services {
     unit_timeout: Duration,
     setup: ServicesSetup,
     /// The installed modules, by the flake file's identity.
-    installed: Mutex<Option<(FileIdentity, Arc<Vec<String>>)>>,
+    installed: Mutex<Option<InstalledModules>>,
     usage: Arc<usage::UsageCache>,
     /// One build at a time: requests arriving meanwhile take its result.
     views: tokio::sync::Mutex<Option<SharedViews>>,
@@ -420,22 +423,28 @@ impl Services {
     /// read again only when it changes.
     fn installed_modules(&self) -> Outcome<Arc<Vec<String>>> {
         let path = &self.setup.flake;
-        let meta = match std::fs::metadata(path) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Arc::default()),
+        // None: there is no flake.nix (nothing installed), kept as such so
+        // that the same answer is the same list.
+        let identity = match std::fs::metadata(path) {
+            Ok(meta) => Some((
+                meta.dev(),
+                meta.ino(),
+                meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+                meta.len(),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Failure::internal("reading flake.nix", e)),
         };
-        let identity = (
-            meta.dev(),
-            meta.ino(),
-            meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
-            meta.len(),
-        );
         let mut cache = self.installed.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((known, modules)) = cache.as_ref()
             && *known == identity
         {
             return Ok(modules.clone());
+        }
+        if identity.is_none() {
+            let none = Arc::<Vec<String>>::default();
+            *cache = Some((None, none.clone()));
+            return Ok(none);
         }
         let text =
             std::fs::read_to_string(path).map_err(|e| Failure::internal("reading flake.nix", e))?;
