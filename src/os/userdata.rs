@@ -4,8 +4,9 @@
 //! daemon does not know.
 
 use serde_json::Value;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserdataError {
@@ -30,6 +31,24 @@ pub struct UserdataFile {
     path: PathBuf,
     /// One writer at a time: a read-modify-write must not interleave.
     write_lock: Mutex<()>,
+    /// The last parse, by the identity of the file it came from.
+    parsed: Mutex<Option<(FileIdentity, Arc<Value>)>>,
+}
+
+/// Device, inode, size, modification and change times: a file replaced
+/// (by rename) or edited in place differs in at least one.
+type FileIdentity = (u64, u64, u64, i64, i64, i64, i64);
+
+fn identity_of(meta: &std::fs::Metadata) -> FileIdentity {
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    )
 }
 
 impl UserdataFile {
@@ -37,6 +56,7 @@ impl UserdataFile {
         UserdataFile {
             path,
             write_lock: Mutex::new(()),
+            parsed: Mutex::new(None),
         }
     }
 
@@ -62,6 +82,38 @@ impl UserdataFile {
             path: self.path.clone(),
             source,
         })
+    }
+
+    /// The whole file as [`read`](Self::read) gives it, shared: parsed
+    /// again only when the file changed since the last parse (one `stat`
+    /// otherwise). For the request paths that read it on every query.
+    pub fn read_shared(&self) -> Result<Arc<Value>, UserdataError> {
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Arc::new(Value::Object(Default::default())));
+            }
+            Err(source) => {
+                return Err(UserdataError::Read {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        let identity = identity_of(&meta);
+        if let Some((known, document)) = self
+            .parsed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            && *known == identity
+        {
+            return Ok(document.clone());
+        }
+        // Stat before read: a change in between is seen by the next stat.
+        let document = Arc::new(self.read()?);
+        *self.parsed.lock().unwrap_or_else(|e| e.into_inner()) = Some((identity, document.clone()));
+        Ok(document)
     }
 
     /// Reads, lets `change` edit the document, and writes it back
@@ -125,5 +177,37 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
         let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(leftovers, 1, "no temporary files left");
+    }
+
+    #[test]
+    fn shared_reads_follow_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("userdata.json");
+        let file = UserdataFile::new(path.clone());
+        assert_eq!(*file.read_shared().unwrap(), serde_json::json!({}));
+        std::fs::write(&path, r#"{"domain":"a.org"}"#).unwrap();
+        let first = file.read_shared().unwrap();
+        assert_eq!(first["domain"], "a.org");
+        assert!(
+            Arc::ptr_eq(&first, &file.read_shared().unwrap()),
+            "not parsed again"
+        );
+        // Our own atomic write, then an edit in place of the same size.
+        file.update(|d| {
+            d["domain"] = "b.org".into();
+            Ok::<_, ()>(())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(file.read_shared().unwrap()["domain"], "b.org");
+        std::fs::write(&path, r#"{"domain":"c.org"}"#).unwrap();
+        assert_eq!(file.read_shared().unwrap()["domain"], "c.org");
+        std::fs::write(&path, "{ not json").unwrap();
+        assert!(matches!(
+            file.read_shared(),
+            Err(UserdataError::Parse { .. })
+        ));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(*file.read_shared().unwrap(), serde_json::json!({}));
     }
 }

@@ -451,3 +451,74 @@ async fn a_rebuild_outlives_a_restart_of_the_daemon() {
         "{job}"
     );
 }
+
+/// A service's storage use is measured in the background: the first ask
+/// answers at once (from no measurement: "0"), and the figure follows once
+/// the walk of its folders ends.
+#[tokio::test]
+async fn storage_usage_comes_from_a_background_measurement() {
+    let mut setup = setup();
+    setup.modules.push((
+        "files",
+        module(
+            "files",
+            &["files.service"],
+            json!({"folders": ["/var/lib/files"]}),
+        ),
+    ));
+    setup.userdata["modules"]["files"] = json!({"enable": true});
+    let testbed = Testbed::up(setup);
+    std::fs::create_dir_all(testbed.path("/var/lib/files/sub")).unwrap();
+    std::fs::write(testbed.path("/var/lib/files/a"), vec![7u8; 1 << 20]).unwrap();
+    std::fs::write(testbed.path("/var/lib/files/sub/b"), vec![7u8; 4096]).unwrap();
+    let client = testbed.start_daemon().await;
+    let query = "{ services { allServices { id storageUsage { usedSpace title } } } }";
+    let used = |r: &Value| -> String {
+        assert_no_errors(r);
+        r["data"]["services"]["allServices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "files")
+            .unwrap()["storageUsage"]["usedSpace"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = used(&client.query(query, json!({})).await);
+    let measured = (1 << 20) + 4096;
+    assert!(
+        first == "0" || first == measured.to_string(),
+        "nothing measured yet, or the measurement: {first}"
+    );
+    let deadline = Instant::now() + 2 * SIGNAL_SLACK;
+    loop {
+        let now = used(&client.query(query, json!({})).await);
+        if now == measured.to_string() {
+            break;
+        }
+        assert_eq!(now, "0", "only ever nothing yet or the measurement");
+        assert!(Instant::now() < deadline, "the measurement never showed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Services resolved once per view are resolved per selection: another
+    // shape of the same list gets its own fields, aliases included.
+    let other = client
+        .query(
+            "{ services { allServices { id size: storageUsage { usedSpace } } } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&other);
+    let files = other["data"]["services"]["allServices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "files")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        files,
+        json!({"id": "files", "size": {"usedSpace": measured.to_string()}})
+    );
+}

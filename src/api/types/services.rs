@@ -19,8 +19,15 @@ use crate::domain::services::definition::{Meta, SupportLevel};
 use crate::domain::services::status::ServiceStatus;
 use crate::domain::system::rebuild::{Accepted, Schedule};
 use crate::os::systemd::UnitAction;
-use async_graphql::{Context, Enum, InputObject, Interface, Object, SimpleObject};
-use base64::Engine;
+use async_graphql::parser::types::{Directive, Field, FragmentDefinition, Selection, SelectionSet};
+use async_graphql::registry::Registry;
+use async_graphql::{
+    Context, ContextSelectionSet, Enum, InputObject, Interface, Name, Object, OutputType,
+    Positioned, ServerResult, SimpleObject, Value,
+};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 // ---- Data types ----
@@ -83,8 +90,8 @@ impl Service {
     }
 
     // Base64 of the SVG text, as the Python API sends it.
-    async fn svg_icon(&self) -> String {
-        base64::engine::general_purpose::STANDARD.encode(self.meta().svg_icon.as_bytes())
+    async fn svg_icon(&self) -> &str {
+        &self.meta().svg_icon_base64
     }
 
     async fn is_movable(&self) -> bool {
@@ -100,10 +107,7 @@ impl Service {
     }
 
     async fn is_installed(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
-        app(ctx)
-            .services
-            .is_installed(self.0.id())
-            .map_err(|f| graphql_error(ctx, &f))
+        self.0.installed.clone().map_err(|f| graphql_error(ctx, &f))
     }
 
     // Services from sp-modules are never system services.
@@ -165,13 +169,15 @@ impl Service {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<Option<Vec<DnsRecord>>> {
-        let records = app(ctx)
-            .services
-            .dns_records(&self.0)
-            .map_err(|f| graphql_error(ctx, &f))?;
+        let records = self
+            .0
+            .dns_records
+            .as_ref()
+            .map_err(|f| graphql_error(ctx, f))?;
         Ok(Some(
             records
-                .into_iter()
+                .iter()
+                .cloned()
                 .map(|r| DnsRecord {
                     record_type: r.record_type.to_owned(),
                     name: r.name,
@@ -184,8 +190,10 @@ impl Service {
         ))
     }
 
-    async fn storage_usage(&self, ctx: &Context<'_>) -> ServiceStorageUsage {
-        let usage = app(ctx).services.storage_use(&self.0).await;
+    // Until the first measurement (in the background) ends, `usedSpace`
+    // is "0": the schema has no way to say "not measured yet".
+    async fn storage_usage(&self) -> ServiceStorageUsage {
+        let usage = self.0.storage.clone();
         ServiceStorageUsage {
             used_space: usage.bytes.to_string(),
             volume: usage.volume.map(|v| StorageVolume {
@@ -370,14 +378,159 @@ pub struct Services;
 
 #[Object]
 impl Services {
-    async fn all_services(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Service>> {
+    async fn all_services(&self, ctx: &Context<'_>) -> async_graphql::Result<ServiceList> {
         let services = app(ctx)
             .services
-            .list()
+            .list_shared()
             .await
             .map_err(|f| async_graphql::Error::new(f.message.get(locale(ctx))))?;
-        Ok(services.into_iter().map(|s| Service(Arc::new(s))).collect())
+        Ok(ServiceList(services))
     }
+}
+
+// `[Service!]!` whose items are resolved once per view and selection: a
+// view is rebuilt whenever one of its inputs changes, so the same view
+// asked the same way resolves to the same value. The app asks for the
+// whole list every few seconds; this spares resolving it field by field.
+pub struct ServiceList(pub Arc<Vec<Arc<ServiceView>>>);
+
+// Fields whose values do not come from the service's view alone.
+const OUTSIDE_THE_VIEW: &[&str] = &["backupSnapshots", "usages"];
+
+impl OutputType for ServiceList {
+    fn type_name() -> Cow<'static, str> {
+        <Vec<Service> as OutputType>::type_name()
+    }
+
+    fn qualified_type_name() -> String {
+        <Vec<Service> as OutputType>::qualified_type_name()
+    }
+
+    fn create_type_info(registry: &mut Registry) -> String {
+        <Vec<Service> as OutputType>::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ContextSelectionSet<'_>,
+        field: &Positioned<Field>,
+    ) -> ServerResult<Value> {
+        let key = selection_key(ctx, field);
+        let kept = |view: &ServiceView| key.and_then(|k| view.memo.get::<Value>(k));
+        let errors_before = ctx.query_env.errors.lock().map(|e| e.len()).ok();
+        let mut resolving = Vec::new();
+        for (index, view) in self.0.iter().enumerate() {
+            if kept(view).is_none() {
+                let ctx_index = ctx.with_index(index);
+                let service = Service(view.clone());
+                resolving.push(async move {
+                    OutputType::resolve(&service, &ctx_index, field)
+                        .await
+                        .map(|value| (index, value))
+                        .map_err(|e| ctx_index.set_error_path(e))
+                });
+            }
+        }
+        let resolved = futures_util::future::try_join_all(resolving).await?;
+        // Kept only when nothing failed meanwhile: a value with errors
+        // must bring its errors every time.
+        let clean = errors_before.is_some()
+            && ctx.query_env.errors.lock().map(|e| e.len()).ok() == errors_before;
+        let mut values: Vec<Option<Value>> = vec![None; self.0.len()];
+        for (index, value) in resolved {
+            if let (Some(key), true) = (key, clean) {
+                self.0[index].memo.set(key, Arc::new(value.clone()));
+            }
+            values[index] = Some(value);
+        }
+        let values = values
+            .into_iter()
+            .zip(self.0.iter())
+            .map(|(value, view)| {
+                value
+                    .or_else(|| kept(view).map(|v| Value::clone(&v)))
+                    .unwrap_or(Value::Null)
+            })
+            .collect();
+        Ok(Value::List(values))
+    }
+}
+
+// What a field's selection asks for (names, aliases, arguments,
+// directives, fragments, and the variables they may use), as a hash; None
+// when it reaches fields outside the view.
+fn selection_key(ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> Option<u64> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    hash_selection(
+        &field.node.selection_set.node,
+        &ctx.query_env.fragments,
+        &mut hasher,
+        0,
+    )?;
+    if !ctx.query_env.variables.is_empty() {
+        format!("{:?}", *ctx.query_env.variables).hash(&mut hasher);
+    }
+    Some(hasher.finish())
+}
+
+fn hash_selection(
+    set: &SelectionSet,
+    fragments: &HashMap<Name, Positioned<FragmentDefinition>>,
+    hasher: &mut impl Hasher,
+    depth: usize,
+) -> Option<()> {
+    // Validation refuses fragment cycles; a bound all the same.
+    if depth > 64 {
+        return None;
+    }
+    let directives = |d: &Vec<Positioned<Directive>>, hasher: &mut _| {
+        if !d.is_empty() {
+            Hash::hash(&format!("{d:?}"), hasher);
+        }
+    };
+    for selection in &set.items {
+        match &selection.node {
+            Selection::Field(f) => {
+                let f = &f.node;
+                if OUTSIDE_THE_VIEW.contains(&f.name.node.as_str()) {
+                    return None;
+                }
+                0u8.hash(hasher);
+                f.name.node.as_str().hash(hasher);
+                f.alias.as_ref().map(|a| a.node.as_str()).hash(hasher);
+                if !f.arguments.is_empty() {
+                    format!("{:?}", f.arguments).hash(hasher);
+                }
+                directives(&f.directives, hasher);
+                hash_selection(&f.selection_set.node, fragments, hasher, depth + 1)?;
+                3u8.hash(hasher);
+            }
+            Selection::FragmentSpread(spread) => {
+                let name = &spread.node.fragment_name.node;
+                let fragment = &fragments.get(name)?.node;
+                1u8.hash(hasher);
+                name.as_str().hash(hasher);
+                directives(&spread.node.directives, hasher);
+                fragment.type_condition.node.on.node.as_str().hash(hasher);
+                directives(&fragment.directives, hasher);
+                hash_selection(&fragment.selection_set.node, fragments, hasher, depth + 1)?;
+                3u8.hash(hasher);
+            }
+            Selection::InlineFragment(inline) => {
+                let inline = &inline.node;
+                2u8.hash(hasher);
+                inline
+                    .type_condition
+                    .as_ref()
+                    .map(|c| c.node.on.node.as_str())
+                    .hash(hasher);
+                directives(&inline.directives, hasher);
+                hash_selection(&inline.selection_set.node, fragments, hasher, depth + 1)?;
+                3u8.hash(hasher);
+            }
+        }
+    }
+    Some(())
 }
 
 // ---- Mutation namespace ----

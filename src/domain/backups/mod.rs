@@ -956,14 +956,7 @@ pub fn placeholder_view(service: &str) -> super::services::ServiceView {
         "options": {},
     }))
     .expect("a placeholder definition is well-formed");
-    super::services::ServiceView {
-        definition: Arc::new(definition),
-        enabled: false,
-        status: super::services::status::ServiceStatus::Off,
-        settings: serde_json::Map::new(),
-        domain: None,
-        uses_binds: false,
-    }
+    super::services::ServiceView::bare(Arc::new(definition))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The sp-module definition format (`/etc/sp-modules/<id>`), as generated
 //! from each module flake's `meta` and options by the NixOS configuration.
 
+use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -37,6 +38,10 @@ pub struct Meta {
     /// Raw SVG text.
     #[serde(default)]
     pub svg_icon: String,
+    /// `svg_icon` in base64, as the API sends it: encoded once per parse,
+    /// not once per service per query.
+    #[serde(skip)]
+    pub svg_icon_base64: String,
     #[serde(default = "yes")]
     pub show_url: bool,
     #[serde(default)]
@@ -208,7 +213,9 @@ impl Definition {
         let raw: Value = serde_json::from_slice(bytes).map_err(format)?;
         Self::check_required(&raw)
             .map_err(|why| DefinitionError::Invalid(file_id.to_owned(), why))?;
-        let definition: Definition = serde_json::from_value(raw).map_err(format)?;
+        let mut definition: Definition = serde_json::from_value(raw).map_err(format)?;
+        definition.meta.svg_icon_base64 =
+            base64::engine::general_purpose::STANDARD.encode(definition.meta.svg_icon.as_bytes());
         definition
             .check(file_id)
             .map_err(|why| DefinitionError::Invalid(file_id.to_owned(), why))?;

@@ -20,6 +20,7 @@ use config::Setting;
 use definition::Definition;
 use serde_json::Value;
 use status::ServiceStatus;
+use std::any::Any;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::MetadataExt;
@@ -39,9 +40,73 @@ pub struct ServiceView {
     pub domain: Option<String>,
     /// `userdata.useBinds`: data folders are bound from their volume.
     pub uses_binds: bool,
+    /// Whether the module is an input of flake.nix.
+    pub installed: Outcome<bool>,
+    /// The DNS records it needs.
+    pub dns_records: Outcome<Vec<DnsRecord>>,
+    /// Its data's size, as last measured, and the volume it is on.
+    pub storage: StorageUse,
+    /// What a presentation layer derived from this very view.
+    pub memo: Memo,
+}
+
+/// Something derived from one view, kept with it. A view never changes (a
+/// changed input makes a new one), so what was derived from it stays true
+/// for as long as the view is the current one. A clone starts empty.
+#[derive(Default)]
+pub struct Memo(Mutex<Option<(u64, Arc<dyn Any + Send + Sync>)>>);
+
+impl Memo {
+    /// What was kept under `key`, if that is what is kept.
+    pub fn get<T: Any + Send + Sync>(&self, key: u64) -> Option<Arc<T>> {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (known, value) = kept.as_ref()?;
+        if *known != key {
+            return None;
+        }
+        value.clone().downcast().ok()
+    }
+
+    /// Keeps `value` under `key` (in place of what was kept).
+    pub fn set<T: Any + Send + Sync>(&self, key: u64, value: Arc<T>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, value));
+    }
+}
+
+impl Clone for Memo {
+    fn clone(&self) -> Self {
+        Memo::default()
+    }
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Memo")
+    }
 }
 
 impl ServiceView {
+    /// A service known from its definition alone: disabled, OFF, with no
+    /// settings, not installed, and nothing measured.
+    pub fn bare(definition: Arc<Definition>) -> Self {
+        ServiceView {
+            definition,
+            enabled: false,
+            status: ServiceStatus::Off,
+            settings: serde_json::Map::new(),
+            domain: None,
+            uses_binds: false,
+            installed: Ok(false),
+            dns_records: Ok(Vec::new()),
+            storage: StorageUse {
+                bytes: 0,
+                measured: false,
+                volume: None,
+            },
+            memo: Memo::default(),
+        }
+    }
+
     pub fn id(&self) -> &str {
         &self.definition.meta.id
     }
@@ -68,11 +133,25 @@ impl ServiceView {
     }
 }
 
+/// The views last built, and the inputs they were built from.
+struct SharedViews {
+    definitions: Arc<Vec<Arc<Definition>>>,
+    userdata: Arc<Value>,
+    statuses: Vec<ServiceStatus>,
+    installed: Arc<Vec<String>>,
+    usage_generation: u64,
+    built_at: Instant,
+    views: Arc<Vec<Arc<ServiceView>>>,
+}
+
 /// The server's public IPv4 and IPv6 addresses, as far as known.
 type Addresses = (Option<Ipv4Addr>, Option<Ipv6Addr>);
 
 /// Device, inode, modification time and size: a changed file differs.
 type FileIdentity = (u64, u64, i64, u64);
+
+/// flake.nix's identity (None: no such file) and the modules it installs.
+type InstalledModules = (Option<FileIdentity>, Arc<Vec<String>>);
 
 /// Where services get installed from and how the server is reached.
 pub struct ServicesSetup {
@@ -94,8 +173,10 @@ pub struct Services {
     unit_timeout: Duration,
     setup: ServicesSetup,
     /// The installed modules, by the flake file's identity.
-    installed: Mutex<Option<(FileIdentity, Arc<Vec<String>>)>>,
+    installed: Mutex<Option<InstalledModules>>,
     usage: Arc<usage::UsageCache>,
+    /// One build at a time: requests arriving meanwhile take its result.
+    views: tokio::sync::Mutex<Option<SharedViews>>,
     /// Facts that change rarely, read at most every few seconds rather
     /// than once per service per query.
     addresses: Mutex<Option<(Instant, Addresses)>>,
@@ -118,7 +199,11 @@ pub struct DnsRecord {
 /// The disk a service's data takes, and where.
 #[derive(Debug, Clone)]
 pub struct StorageUse {
+    /// The last measurement; 0 until the first one (in the background)
+    /// ends, see `measured`.
     pub bytes: u64,
+    /// Whether `bytes` comes from a measurement yet.
+    pub measured: bool,
     pub volume: Option<Volume>,
 }
 
@@ -150,6 +235,7 @@ impl Services {
             setup,
             installed: Mutex::new(None),
             usage: Arc::default(),
+            views: tokio::sync::Mutex::new(None),
             addresses: Mutex::new(None),
             volumes: Mutex::default(),
         }
@@ -161,57 +247,121 @@ impl Services {
 
     /// Every service in the catalogue, with its state now.
     pub async fn list(&self) -> Outcome<Vec<ServiceView>> {
+        let views = self.list_shared().await?;
+        Ok(views.iter().map(|view| ServiceView::clone(view)).collect())
+    }
+
+    /// [`list`](Self::list), shared: the views are built again only when
+    /// one of their inputs changed (the catalogue, userdata, a status,
+    /// flake.nix, a usage measurement) or their volumes and addresses are
+    /// due a new look (every few seconds), not on every query.
+    pub async fn list_shared(&self) -> Outcome<Arc<Vec<Arc<ServiceView>>>> {
         let definitions = self.catalogue.definitions();
-        self.views(&definitions).await
+        let userdata = self
+            .userdata
+            .read_shared()
+            .map_err(|e| Failure::internal("reading userdata", e))?;
+        let statuses = self.statuses(&definitions).await;
+        let installed = self.installed_modules();
+        let usage_generation = self.usage.generation();
+        let mut cache = self.views.lock().await;
+        if let Some(known) = cache.as_ref()
+            && Arc::ptr_eq(&known.definitions, &definitions)
+            && Arc::ptr_eq(&known.userdata, &userdata)
+            && known.statuses == statuses
+            && installed
+                .as_ref()
+                .is_ok_and(|m| Arc::ptr_eq(m, &known.installed))
+            && known.usage_generation == usage_generation
+            && known.built_at.elapsed() < FACTS_TTL
+        {
+            return Ok(known.views.clone());
+        }
+        let built_at = Instant::now();
+        let mut views = Vec::with_capacity(definitions.len());
+        for (definition, status) in definitions.iter().zip(&statuses) {
+            views.push(Arc::new(
+                self.view(definition, &userdata, *status, &installed).await,
+            ));
+        }
+        let views = Arc::new(views);
+        *cache = installed.ok().map(|installed| SharedViews {
+            definitions,
+            userdata,
+            statuses,
+            installed,
+            usage_generation,
+            built_at,
+            views: views.clone(),
+        });
+        Ok(views)
     }
 
     pub async fn get(&self, id: &str) -> Outcome<ServiceView> {
         let definition = self.catalogue.get(id).ok_or_else(service_not_found)?;
-        let mut views = self.views(&[definition]).await?;
-        Ok(views.remove(0))
-    }
-
-    async fn views(&self, definitions: &[Arc<Definition>]) -> Outcome<Vec<ServiceView>> {
         let userdata = self
             .userdata
-            .read()
+            .read_shared()
             .map_err(|e| Failure::internal("reading userdata", e))?;
+        let status = self.statuses(std::slice::from_ref(&definition)).await[0];
+        let installed = self.installed_modules();
+        Ok(self.view(&definition, &userdata, status, &installed).await)
+    }
+
+    /// One service: its definition joined with userdata, its status and
+    /// what is known of the server.
+    async fn view(
+        &self,
+        definition: &Arc<Definition>,
+        userdata: &Value,
+        status: ServiceStatus,
+        installed: &Outcome<Arc<Vec<String>>>,
+    ) -> ServiceView {
+        let settings = userdata["modules"][&definition.meta.id]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let enabled = settings
+            .get("enable")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let mut view = ServiceView {
+            enabled,
+            status,
+            settings,
+            domain: userdata["domain"].as_str().map(str::to_owned),
+            uses_binds: userdata["useBinds"].as_bool().unwrap_or(false),
+            installed: installed
+                .as_ref()
+                .map(|m| m.iter().any(|m| *m == definition.meta.id))
+                .map_err(Clone::clone),
+            ..ServiceView::bare(definition.clone())
+        };
+        view.dns_records = self.dns_records(&view);
+        view.storage = self.measure_storage(&view).await;
+        view
+    }
+
+    /// Each service's status, from its units' states. While systemd is
+    /// unreachable: from what was last known, at once.
+    async fn statuses(&self, definitions: &[Arc<Definition>]) -> Vec<ServiceStatus> {
         let units: Vec<String> = definitions
             .iter()
             .flat_map(|d| d.meta.systemd_services.iter().cloned())
             .collect();
-        // While systemd is unreachable: what was last known, at once.
         let states = self.systemd.unit_states(&units).await;
-        let domain = userdata["domain"].as_str().map(str::to_owned);
-        let uses_binds = userdata["useBinds"].as_bool().unwrap_or(false);
-        Ok(definitions
+        definitions
             .iter()
             .map(|definition| {
-                let settings = userdata["modules"][&definition.meta.id]
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default();
-                let enabled = settings
-                    .get("enable")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                let status = ServiceStatus::worst(
+                ServiceStatus::worst(
                     definition
                         .meta
                         .systemd_services
                         .iter()
                         .map(|unit| ServiceStatus::of_unit(states.get(unit))),
-                );
-                ServiceView {
-                    definition: definition.clone(),
-                    enabled,
-                    status,
-                    settings,
-                    domain: domain.clone(),
-                    uses_binds,
-                }
+                )
             })
-            .collect())
+            .collect()
     }
 
     /// Starts, stops or restarts every unit of a service, waiting for
@@ -269,30 +419,32 @@ impl Services {
         config::settings(&service.definition, &service.settings)
     }
 
-    /// Whether the module is an input of /etc/nixos/flake.nix. The file is
+    /// The modules that are inputs of /etc/nixos/flake.nix. The file is
     /// read again only when it changes.
-    pub fn is_installed(&self, id: &str) -> Outcome<bool> {
-        Ok(self.installed_modules()?.iter().any(|m| m == id))
-    }
-
     fn installed_modules(&self) -> Outcome<Arc<Vec<String>>> {
         let path = &self.setup.flake;
-        let meta = match std::fs::metadata(path) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Arc::default()),
+        // None: there is no flake.nix (nothing installed), kept as such so
+        // that the same answer is the same list.
+        let identity = match std::fs::metadata(path) {
+            Ok(meta) => Some((
+                meta.dev(),
+                meta.ino(),
+                meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+                meta.len(),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Failure::internal("reading flake.nix", e)),
         };
-        let identity = (
-            meta.dev(),
-            meta.ino(),
-            meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
-            meta.len(),
-        );
         let mut cache = self.installed.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((known, modules)) = cache.as_ref()
             && *known == identity
         {
             return Ok(modules.clone());
+        }
+        if identity.is_none() {
+            let none = Arc::<Vec<String>>::default();
+            *cache = Some((None, none.clone()));
+            return Ok(none);
         }
         let text =
             std::fs::read_to_string(path).map_err(|e| Failure::internal("reading flake.nix", e))?;
@@ -388,8 +540,13 @@ impl Services {
         volume
     }
 
-    /// The size of the service's folders and the filesystem they are on.
+    /// The size of the service's folders (as last measured; never walked
+    /// while the caller waits) and the filesystem they are on.
     pub async fn storage_use(&self, service: &ServiceView) -> StorageUse {
+        service.storage.clone()
+    }
+
+    async fn measure_storage(&self, service: &ServiceView) -> StorageUse {
         let folders: Vec<PathBuf> = service
             .definition
             .meta
@@ -397,7 +554,7 @@ impl Services {
             .into_iter()
             .map(PathBuf::from)
             .collect();
-        let bytes = self.usage.bytes(service.id(), folders.clone()).await;
+        let measured = self.usage.bytes(service.id(), &folders);
         // A movable service's data lives on its `location` volume (bind
         // mounted into place): report that volume by the name userdata uses.
         let location = service
@@ -420,7 +577,11 @@ impl Services {
                 self.volume_of(probe).await
             }
         };
-        StorageUse { bytes, volume }
+        StorageUse {
+            bytes: measured.unwrap_or(0),
+            measured: measured.is_some(),
+            volume,
+        }
     }
 
     /// Changes a service's settings and has a rebuild apply them. Every
@@ -444,7 +605,7 @@ impl Services {
     /// has a rebuild apply it.
     pub async fn enable(&self, id: &str) -> Outcome<(ServiceView, Accepted)> {
         let definition = self.catalogue.get(id).ok_or_else(service_not_found)?;
-        let install = if self.is_installed(id)? {
+        let install = if self.installed_modules()?.iter().any(|m| m == id) {
             None
         } else {
             let flake = self.setup.flake.clone();
