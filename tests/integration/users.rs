@@ -600,10 +600,19 @@ async fn the_apps_user_operations_on_kanidm() {
     let created = users_mutation(
         &daemon,
         "CreateUser",
-        json!({"user": {"username": "carol", "displayName": "Carol C", "directmemberof": []}}),
+        json!({"user": {"username": "carol", "displayName": "Carol C", "directmemberof": [],
+                        "password": "not set in Kanidm"}}),
     )
     .await;
     assert_eq!(created["code"], 201, "{created}");
+    // Kanidm's passwords are set by the person: the answer says so.
+    assert!(
+        created["message"]
+            .as_str()
+            .unwrap()
+            .contains("the password was not set"),
+        "{created}"
+    );
     assert_user_fields(&created["user"]);
     assert_eq!(created["user"]["displayName"], "Carol C");
     assert_eq!(created["user"]["userType"], "NORMAL");

@@ -216,9 +216,21 @@ impl UsersMutations {
         ctx: &Context<'_>,
         user: UserMutationInput,
     ) -> async_graphql::Result<UserMutationReturn> {
+        let password_not_set = password_not_set(ctx, &user);
         Ok(match app(ctx).users.create(user.into()).await {
             Ok((view, _)) => UserMutationReturn::new(
-                Status::ok(201, say(ctx, "User created", "Пользователь создан")),
+                Status::ok(
+                    201,
+                    if password_not_set {
+                        say(
+                            ctx,
+                            "User created; the password was not set: the user sets it with a password reset link",
+                            "Пользователь создан; пароль не установлен: пользователь задаст его по ссылке сброса пароля",
+                        )
+                    } else {
+                        say(ctx, "User created", "Пользователь создан")
+                    },
+                ),
                 Some(User::of(ctx, view)),
             ),
             Err(failure) => UserMutationReturn::new(Status::failed(&failure, locale(ctx)), None),
@@ -246,9 +258,21 @@ impl UsersMutations {
         ctx: &Context<'_>,
         user: UserMutationInput,
     ) -> async_graphql::Result<UserMutationReturn> {
+        let password_not_set = password_not_set(ctx, &user);
         Ok(match app(ctx).users.update(user.into()).await {
             Ok((view, _)) => UserMutationReturn::new(
-                Status::ok(200, say(ctx, "User updated", "Пользователь изменён")),
+                Status::ok(
+                    200,
+                    if password_not_set {
+                        say(
+                            ctx,
+                            "User updated; the password was not changed: the user changes it with a password reset link",
+                            "Пользователь изменён; пароль не изменён: пользователь изменит его по ссылке сброса пароля",
+                        )
+                    } else {
+                        say(ctx, "User updated", "Пользователь изменён")
+                    },
+                ),
                 Some(User::of(ctx, view)),
             ),
             Err(failure) => UserMutationReturn::new(Status::failed(&failure, locale(ctx)), None),
@@ -404,4 +428,10 @@ impl UsersMutationRoot {
     ) -> async_graphql::Result<UserMutationReturn> {
         UsersMutations.remove_ssh_key(ctx, ssh_input).await
     }
+}
+
+/// A password came with the account, and the repository does not set
+/// passwords (Kanidm): the answer must say so.
+fn password_not_set(ctx: &Context<'_>, user: &UserMutationInput) -> bool {
+    user.password.as_deref().is_some_and(|p| !p.is_empty()) && !app(ctx).users.stores_passwords()
 }

@@ -259,6 +259,10 @@ fn entries(value: Option<Value>) -> Vec<Value> {
 
 #[async_trait]
 impl UserRepository for KanidmUsers {
+    fn stores_passwords(&self) -> bool {
+        false
+    }
+
     async fn list(&self) -> Outcome<Vec<Account>> {
         let mut accounts: Vec<Account> = entries(self.call(Method::GET, "/v1/person", None).await?)
             .iter()

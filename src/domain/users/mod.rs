@@ -96,6 +96,12 @@ pub struct Changed {
 /// Where accounts live. Root is not an account of the repository.
 #[async_trait]
 pub trait UserRepository: Send + Sync {
+    /// Whether a password given with an account is stored. Kanidm's are
+    /// set by the person through a reset link, never by the API.
+    fn stores_passwords(&self) -> bool {
+        true
+    }
+
     /// The primary user first, then the others.
     async fn list(&self) -> Outcome<Vec<Account>>;
     async fn get(&self, username: &str) -> Outcome<Option<Account>>;
@@ -120,6 +126,13 @@ pub struct Users {
     rebuilds: Arc<Rebuilds>,
     /// `/etc/passwd`: new users must not clash with system accounts.
     passwd_file: PathBuf,
+}
+
+impl Users {
+    /// Whether a password sent with `createUser`/`updateUser` is set.
+    pub fn stores_passwords(&self) -> bool {
+        self.repository.stores_passwords()
+    }
 }
 
 pub fn user_not_found(username: &str) -> Failure {
