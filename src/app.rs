@@ -179,7 +179,11 @@ impl App {
                     },
                     sp_modules_dir: config.sp_modules_dir.clone(),
                     unit_timeout: Duration::from_secs(config.unit_timeout_secs),
-                    server_files: std::iter::once(config.userdata_file.clone())
+                    // The server's settings and the secrets it needs (the
+                    // DNS provider's token), so restoreAll can bring a
+                    // fresh server back.
+                    server_files: [config.userdata_file.clone(), config.secrets_file.clone()]
+                        .into_iter()
                         .chain(config.backup_server_files.iter().cloned())
                         .collect(),
                     sftp: crate::domain::backups::SftpAccess {
