@@ -355,7 +355,11 @@ async fn websocket(
     let app = shared.app.clone();
     // The same size limit as a request body; axum's default is 64 MiB.
     let limit = shared.app.config.max_body_bytes;
+    // Small buffers: the app's messages are small, and the 128 KiB default
+    // read buffer was most of an idle subscriber's memory.
     upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
         .max_message_size(limit)
         .max_frame_size(limit)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
