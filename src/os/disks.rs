@@ -89,6 +89,19 @@ pub fn filesystem_of(path: &Path) -> Option<Filesystem> {
     })
 }
 
+/// Whether something is mounted on `path` itself (a bind mount of a
+/// folder of the same filesystem included, which `st_dev` cannot tell).
+pub fn is_mount_point(path: &Path) -> bool {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    mountinfo.lines().any(|line| {
+        line.split(' ')
+            .nth(4)
+            .is_some_and(|field| Path::new(&unescape(field)) == path)
+    })
+}
+
 /// mountinfo escapes space, tab, newline and backslash as octal.
 fn unescape(field: &str) -> String {
     let mut out = String::with_capacity(field.len());

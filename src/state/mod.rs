@@ -2,6 +2,7 @@
 //! Schema changes are migrations numbered by `PRAGMA user_version`.
 
 mod backups;
+mod bind_migrations;
 mod email_passwords;
 mod jobs;
 mod monitoring;
@@ -9,6 +10,7 @@ mod moves;
 mod tokens;
 
 pub use backups::SnapshotRecord;
+pub use bind_migrations::BindMigrationRecord;
 pub use email_passwords::StoredEmailPassword;
 pub use jobs::JobRecord;
 pub use monitoring::{SamplePoint, StoredSample};
@@ -102,6 +104,13 @@ const MIGRATIONS: &[&str] = &[
         service TEXT NOT NULL,
         reason TEXT NOT NULL,
         created_at INTEGER NOT NULL
+     );",
+    // 6: storage: a migration to binds in progress, step by step.
+    "CREATE TABLE bind_migrations (
+        job_uid TEXT PRIMARY KEY,
+        plan TEXT NOT NULL,
+        step TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
      );",
 ];
 

@@ -40,13 +40,15 @@ fn setup(volumes: Vec<&'static str>, config: &'static str) -> Setup<'static> {
     }
 }
 
-/// Fills /var/lib/notes (what the service sees) with `count` small files
+/// Fills /var/lib/notes (what the service sees), or the folder given
+/// second, with `count` small files
 /// in folders, some owned by nobody, odd modes, symlinks (one dangling),
 /// hard links, sparse files and files with extended attributes.
 const POPULATE: &str = r#"
 import os, sys
-root = '/var/lib/notes'
+root = sys.argv[2] if len(sys.argv) > 2 else '/var/lib/notes'
 count = int(sys.argv[1])
+os.makedirs(root, exist_ok=True)
 os.chown(root, 33, 33)
 os.chmod(root, 0o750)
 for i in range(count):
@@ -767,4 +769,270 @@ async fn move_throughput_against_cp_a() {
         100.0 * cp / data_phase,
         100.0 * cp / total,
     );
+}
+
+// ---- migrateToBinds: an older server without bind mounts ----
+
+/// A movable module of one of the fixed services the app names.
+fn fixed_module(id: &str, extra: Value) -> String {
+    let mut definition: Value =
+        serde_json::from_str(&module(id, &[&format!("{id}.service")], extra)).unwrap();
+    definition["options"].as_object_mut().unwrap().insert(
+        "location".into(),
+        json!({"name": "location", "default": null, "meta": {"type": "location"}}),
+    );
+    definition.to_string()
+}
+
+/// nextcloud (enabled, its data in /var/lib/nextcloud, going to sdb) and
+/// gitea (disabled, an owned folder, going to sdc), without binds.
+fn unbound_setup(volumes: Vec<&'static str>, config: &'static str) -> Setup<'static> {
+    Setup {
+        modules: vec![
+            (
+                "nextcloud",
+                fixed_module(
+                    "nextcloud",
+                    json!({"folders": ["/var/lib/nextcloud"], "isMovable": true,
+                           "user": "www-data", "group": "www-data"}),
+                ),
+            ),
+            (
+                "gitea",
+                fixed_module(
+                    "gitea",
+                    json!({"ownedFolders": [{"path": "/var/lib/gitea", "owner": "gitea", "group": "gitea"}],
+                           "isMovable": true}),
+                ),
+            ),
+        ],
+        userdata: json!({
+            "domain": "example.org", "useBinds": false, "timezone": "Etc/UTC",
+            "modules": {"nextcloud": {"enable": true}, "gitea": {"enable": false}}
+        }),
+        volumes,
+        config,
+    }
+}
+
+fn userdata_of(testbed: &Testbed) -> Value {
+    let text = std::fs::read_to_string(testbed.path("/etc/nixos/userdata.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+async fn migrate(client: &Client, nextcloud: &str, gitea: &str) -> Value {
+    let input = json!({"emailBlockDevice": "sdb", "bitwardenBlockDevice": "sdb",
+        "giteaBlockDevice": gitea, "nextcloudBlockDevice": nextcloud, "pleromaBlockDevice": "sdb"});
+    let r = client
+        .query(&operation("MigrateToBinds"), json!({ "input": input }))
+        .await;
+    assert_no_errors(&r);
+    r["data"]["storage"]["migrateToBinds"].clone()
+}
+
+/// The testbed as an older server: data in the folders, no binds.
+async fn unbound(volumes: Vec<&'static str>, config: &'static str) -> (Testbed, Client, Value) {
+    let testbed = Testbed::up(unbound_setup(volumes, config));
+    let client = testbed.start_daemon().await;
+    let started = rebuild(&client).await;
+    let job = wait_job_done(&client, started["job"]["uid"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(testbed.unit_state("nextcloud.service"), "active");
+    testbed.run(&["python3", "-c", POPULATE, "400", "/var/lib/nextcloud"]);
+    testbed.run(&[
+        "sh",
+        "-c",
+        "mkdir -p /var/lib/gitea/repos && echo data >/var/lib/gitea/repos/a && chmod 700 /var/lib/gitea",
+    ]);
+    let original = json!({
+        "nextcloud": manifest(&testbed, "/var/lib/nextcloud"),
+        "gitea": manifest(&testbed, "/var/lib/gitea"),
+    });
+    (testbed, client, original)
+}
+
+/// Checks the server is as before the migration: data in the folders,
+/// nothing bound, nothing left on the volumes, the service running.
+fn assert_unmigrated(testbed: &Testbed, original: &Value, what: &str) {
+    let userdata = userdata_of(testbed);
+    assert_eq!(userdata["useBinds"], false, "{what}");
+    assert!(userdata["modules"]["nextcloud"]["location"].is_null(), "{what}");
+    assert_same_files(testbed, "/var/lib/nextcloud", &original["nextcloud"], what);
+    assert_same_files(testbed, "/var/lib/gitea", &original["gitea"], what);
+    for gone in [
+        "/volumes/sdb/nextcloud",
+        "/volumes/sdb/.nextcloud.sp-moving",
+        "/volumes/sdc/gitea",
+        "/var/lib/.nextcloud.sp-unbound",
+        "/var/lib/.gitea.sp-unbound",
+    ] {
+        assert!(!exists(testbed, gone), "{what}: {gone} left");
+    }
+    assert!(
+        !testbed
+            .exec(&["mountpoint", "-q", "/var/lib/nextcloud"])
+            .status
+            .success(),
+        "{what}"
+    );
+    assert_eq!(testbed.unit_state("nextcloud.service"), "active", "{what}");
+}
+
+/// Checks the migration's outcome: each folder's data on its volume,
+/// bound back in place, nothing set aside left, the service running.
+fn assert_migrated(testbed: &Testbed, original: &Value, what: &str) {
+    let userdata = userdata_of(testbed);
+    assert_eq!(userdata["useBinds"], true, "{what}");
+    assert_eq!(userdata["modules"]["nextcloud"]["location"], "sdb", "{what}");
+    assert_eq!(userdata["modules"]["gitea"]["location"], "sdc", "{what}");
+    assert_eq!(userdata["modules"]["gitea"]["enable"], false, "{what}");
+    let source = testbed.run(&["findmnt", "-n", "-o", "SOURCE", "/var/lib/nextcloud"]);
+    assert!(source.contains("[/nextcloud]"), "{what}: bound from {source}");
+    assert_same_files(testbed, "/volumes/sdb/nextcloud", &original["nextcloud"], what);
+    assert_same_files(testbed, "/var/lib/nextcloud", &original["nextcloud"], what);
+    assert_same_files(testbed, "/volumes/sdc/gitea", &original["gitea"], what);
+    for gone in [
+        "/var/lib/.nextcloud.sp-unbound",
+        "/var/lib/.gitea.sp-unbound",
+        "/volumes/sdb/.nextcloud.sp-moving",
+    ] {
+        assert!(!exists(testbed, gone), "{what}: {gone} left");
+    }
+    assert_eq!(testbed.unit_state("nextcloud.service"), "active", "{what}");
+}
+
+#[tokio::test]
+async fn an_older_server_migrates_to_binds_keeping_every_file() {
+    let (testbed, client, original) = unbound(vec!["sdb:96", "sdc:32", "sdd:12"], CONFIG).await;
+    let before = invocation_of(&testbed, "nextcloud.service");
+    let userdata_before = std::fs::read(testbed.path("/etc/nixos/userdata.json")).unwrap();
+
+    // Refused before anything is stopped or written.
+    for (nextcloud, gitea, code, says) in [
+        ("sdd", "sdc", 409, "bytes free"),
+        ("nowhere", "sdc", 400, "not a mounted volume"),
+        ("../sdb", "sdc", 400, "not a volume name"),
+        ("sdb", "/volumes/sdc", 400, "not a volume name"),
+    ] {
+        let r = migrate(&client, nextcloud, gitea).await;
+        assert_eq!(r["code"], code, "{nextcloud}/{gitea}: {r}");
+        assert!(r["message"].as_str().unwrap().contains(says), "{r}");
+        assert!(r["job"].is_null());
+    }
+    assert_eq!(invocation_of(&testbed, "nextcloud.service"), before);
+    assert_eq!(
+        std::fs::read(testbed.path("/etc/nixos/userdata.json")).unwrap(),
+        userdata_before
+    );
+    assert_unmigrated(&testbed, &original, "after the refusals");
+
+    let started = migrate(&client, "sdb", "sdc").await;
+    assert_eq!(started["code"], 200, "{started}");
+    assert_eq!(started["job"]["typeId"], "migrations.migrate_to_binds");
+    let uid = started["job"]["uid"].as_str().unwrap().to_owned();
+    // One migration at a time, and the services are taken meanwhile.
+    let second = migrate(&client, "sdb", "sdc").await;
+    assert_eq!(second["code"], 409, "{second}");
+    let (job, progress) = follow(&client, &uid).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert!(job["result"].as_str().unwrap().contains("Migration finished"));
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    assert_migrated(&testbed, &original, "migrated");
+
+    // Binds are on now: a second migration is refused, a move works.
+    let again = migrate(&client, "sdb", "sdc").await;
+    assert_eq!(again["code"], 409, "{again}");
+    assert!(again["message"].as_str().unwrap().contains("already"));
+    let listed = volumes(&client).await;
+    assert_eq!(users_of(volume(&listed, "sdb")), ["nextcloud"]);
+}
+
+fn invocation_of(testbed: &Testbed, unit: &str) -> String {
+    testbed.run(&["systemctl", "show", "-P", "InvocationID", unit])
+}
+
+/// The steps a migration records, in order; the first four roll back.
+const MIGRATION_STEPS: [&str; 7] = [
+    "stopping",
+    "copying",
+    "verifying",
+    "moving",
+    "switching",
+    "removing",
+    "starting",
+];
+
+/// Undoes a finished migration by hand, as the test's reset: binds off,
+/// rebuilt (unbound), the data moved back into the folders.
+async fn unmigrate(testbed: &Testbed, client: &Client) {
+    let path = testbed.path("/etc/nixos/userdata.json");
+    let mut userdata = userdata_of(testbed);
+    userdata["useBinds"] = json!(false);
+    for id in ["nextcloud", "gitea"] {
+        userdata["modules"][id].as_object_mut().unwrap().remove("location");
+    }
+    std::fs::write(&path, userdata.to_string()).unwrap();
+    let started = rebuild(client).await;
+    let job = wait_job_done(client, started["job"]["uid"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    testbed.run(&[
+        "sh",
+        "-ec",
+        "systemctl stop nextcloud.service
+         rmdir /var/lib/nextcloud /var/lib/gitea
+         mv /volumes/sdb/nextcloud /var/lib/nextcloud
+         mv /volumes/sdc/gitea /var/lib/gitea
+         systemctl start nextcloud.service",
+    ]);
+}
+
+#[tokio::test]
+async fn a_migration_killed_at_any_step_is_rolled_back_or_finished_at_start() {
+    let (testbed, client, original) = unbound(vec!["sdb:64", "sdc:32"], CONFIG).await;
+    let config_file = testbed.path("/etc/selfprivacy-api/config.toml");
+    for (index, step) in MIGRATION_STEPS.iter().enumerate() {
+        std::fs::write(
+            &config_file,
+            format!("{CONFIG}test_pause_move_at_step = \"{step}\"\n"),
+        )
+        .unwrap();
+        testbed.restart_daemon(&client).await;
+        let started = migrate(&client, "sdb", "sdc").await;
+        assert_eq!(started["code"], 200, "{step}: {started}");
+        let uid = started["job"]["uid"].as_str().unwrap().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let job = job_by_uid(&client, &uid).await;
+            let text = job["statusText"].as_str().unwrap_or("");
+            if text.contains(&format!("TEST HOOK: paused after step {step}")) {
+                break;
+            }
+            assert!(
+                job["status"] == "RUNNING" || job["status"] == "CREATED",
+                "{step}: {job}"
+            );
+            assert!(Instant::now() < deadline, "{step}: never paused: {job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // SIGKILL in the middle, and a start without the hook.
+        std::fs::write(&config_file, CONFIG).unwrap();
+        testbed.restart_daemon(&client).await;
+        let cut = job_by_uid(&client, &uid).await;
+        assert_eq!(cut["status"], "ERROR", "{step}: {cut}");
+        let recovery = wait_recovery(&client, &uid).await;
+        assert_eq!(recovery["status"], "FINISHED", "{step}: {recovery}");
+        assert_eq!(recovery["typeId"], "migrations.migrate_to_binds");
+        let forward = index >= 4;
+        let result = recovery["result"].as_str().unwrap();
+        let way = if forward { "finishing" } else { "rolling back" };
+        assert!(
+            result.contains(way) && result.contains(step),
+            "{step}: {result}"
+        );
+        if forward {
+            assert_migrated(&testbed, &original, step);
+            unmigrate(&testbed, &client).await;
+        }
+        assert_unmigrated(&testbed, &original, step);
+    }
 }

@@ -4,11 +4,13 @@
 //! descriptions, which the reference schema does not have.
 
 use crate::api::auth::app;
-use crate::api::errors::{Status, locale, say, unavailable};
+use crate::api::errors::{Status, locale, say};
+use crate::api::types::jobs::ApiJob;
 use crate::api::types::returns::{GenericJobMutationReturn, GenericMutationReturn};
 use crate::api::types::services::{Service, ServiceStorageUsage};
 use crate::domain::error::{Failure, Outcome};
 use crate::domain::storage::VolumeView;
+use crate::domain::storage::binds::FIXED_SERVICES;
 use crate::domain::system::rebuild::{Accepted, Schedule};
 use async_graphql::{ComplexObject, Context, InputObject, Interface, Object, SimpleObject};
 use std::sync::Arc;
@@ -208,23 +210,42 @@ impl StorageMutations {
         ctx: &Context<'_>,
         input: MigrateToBindsInput,
     ) -> async_graphql::Result<GenericJobMutationReturn> {
-        // The input names fixed services and devices; a server that binds
-        // its services' folders already has nothing to migrate.
-        let _ = input;
-        match app(ctx).storage.uses_binds() {
-            Ok(true) => {
-                let failure = Failure::conflict(
-                    "This server already keeps service data on volumes with bind mounts: nothing to migrate (use moveService to move a service)",
-                    "Этот сервер уже хранит данные сервисов на томах через bind-монтирование: переносить нечего (для переноса сервиса используйте moveService)",
-                );
-                Ok(GenericJobMutationReturn::new(
-                    Status::failed(&failure, locale(ctx)),
-                    None,
-                ))
-            }
-            Ok(false) => Err(unavailable("Migrating a server without bind mounts")),
-            Err(failure) => Err(graphql_error(ctx, &failure)),
-        }
+        // The app names the five services of older servers by field.
+        let devices = [
+            input.email_block_device,
+            input.bitwarden_block_device,
+            input.gitea_block_device,
+            input.nextcloud_block_device,
+            input.pleroma_block_device,
+        ];
+        let requested = FIXED_SERVICES
+            .iter()
+            .zip(devices)
+            .map(|((_, service), device)| ((*service).to_owned(), device))
+            .collect();
+        let app = app(ctx);
+        Ok(
+            match app
+                .storage
+                .start_bind_migration(&app.service_locks, requested)
+                .await
+            {
+                Ok(job) => GenericJobMutationReturn::new(
+                    Status::ok(
+                        200,
+                        say(
+                            ctx,
+                            "Migration started: follow the job",
+                            "Миграция начата: следите за задачей",
+                        ),
+                    ),
+                    Some(ApiJob::from_job(&job, locale(ctx))),
+                ),
+                Err(failure) => {
+                    GenericJobMutationReturn::new(Status::failed(&failure, locale(ctx)), None)
+                }
+            },
+        )
     }
 }
 

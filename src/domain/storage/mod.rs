@@ -2,6 +2,7 @@
 //! unmounting and growing them, and moving a service's data between them
 //! (`moves`).
 
+pub mod binds;
 pub mod moves;
 
 use super::error::{Failure, FailureKind, Outcome};

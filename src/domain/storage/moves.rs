@@ -20,7 +20,7 @@
 use super::{Storage, VOLUMES_DIR, check_volume_name};
 use crate::domain::error::{Failure, FailureKind, Outcome};
 use crate::domain::i18n::Text;
-use crate::domain::jobs::{Job, JobStatus, JobUpdate};
+use crate::domain::jobs::{Job, JobRegistry, JobStatus, JobUpdate};
 use crate::domain::locks::{ServiceLease, ServiceLocks, ServiceOperation};
 use crate::domain::system::rebuild::ConfigChange;
 use crate::os::copy;
@@ -402,11 +402,11 @@ impl Storage {
         self.store
             .save_move(&plan.record(uid, step))
             .map_err(|e| internal(step, format!("recording the step: {e}")))?;
-        self.progress(uid, step.progress(), Some(step.describe()));
+        self.set_progress(uid, step.progress(), Some(step.describe()));
         Ok(())
     }
 
-    fn progress(&self, uid: &str, progress: i32, text: Option<Text>) {
+    pub(super) fn set_progress(&self, uid: &str, progress: i32, text: Option<Text>) {
         let _ = self.jobs.update(
             uid,
             JobUpdate {
@@ -423,7 +423,7 @@ impl Storage {
     async fn test_pause(&self, uid: &str, step: Step) {
         if self.setup.test_pause_move_at_step.as_deref() == Some(step.as_str()) {
             tracing::warn!(step = step.as_str(), "test hook: move paused for good");
-            self.progress(
+            self.set_progress(
                 uid,
                 step.progress(),
                 Some(Text::untranslated(format!(
@@ -440,7 +440,7 @@ impl Storage {
         for step in Step::ALL.into_iter().filter(|s| *s >= from) {
             self.note_step(plan, uid, step)?;
             match step {
-                Step::Stopping => self.units(plan, UnitAction::Stop).await.map_err(at(step))?,
+                Step::Stopping => self.control_units(&plan.units, UnitAction::Stop).await.map_err(at(step))?,
                 Step::Copying => self.copy_all(plan, uid).await?,
                 Step::Verifying => self.verify_all(plan, uid).await?,
                 Step::Owning => {
@@ -462,7 +462,7 @@ impl Storage {
                     }
                 }
                 Step::Starting => self
-                    .units(plan, UnitAction::Start)
+                    .control_units(&plan.units, UnitAction::Start)
                     .await
                     .map_err(at(step))?,
             }
@@ -482,30 +482,21 @@ impl Storage {
         let mut done_before = 0;
         for folder in &plan.folders {
             let (source, partial) = (plan.source(folder), plan.partial(folder));
-            copy::remove_tree(&partial).map_err(|e| internal(step, e))?;
             if !source.exists() {
+                copy::remove_tree(&partial).map_err(|e| internal(step, e))?;
                 std::fs::create_dir(&partial).map_err(|e| internal(step, e))?;
                 continue;
             }
-            let work = {
-                let (source, partial) = (source.clone(), partial.clone());
-                tokio::task::spawn_blocking(move || copy::copy_tree(&source, &partial))
-            };
-            tokio::pin!(work);
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let result = loop {
-                tokio::select! {
-                    result = &mut work => break result,
-                    _ = tick.tick() => {
-                        let copied = done_before + copy::allocated_size(&partial);
-                        let share = (copied.min(total) * 50 / total) as i32;
-                        self.progress(uid, Step::Copying.progress() + share, None);
-                    }
-                }
-            };
-            result
-                .map_err(|e| internal(step, e))?
-                .map_err(|e| internal(step, e))?;
+            copy_with_progress(
+                &self.jobs,
+                uid,
+                &source,
+                &partial,
+                (done_before, total),
+                (Step::Copying.progress(), 50),
+            )
+            .await
+            .map_err(|e| internal(step, e))?;
             done_before += copy::allocated_size(&source);
         }
         Ok(())
@@ -549,18 +540,18 @@ impl Storage {
             .await
             .map_err(|e| internal(step, e))?
             .map_err(|e| internal(step, e))?;
-        self.progress(uid, 80, None);
+        self.set_progress(uid, 80, None);
         Ok(())
     }
 
-    /// Stops or starts every unit of the service, waiting for systemd.
-    async fn units(&self, plan: &Plan, action: UnitAction) -> Outcome<()> {
+    /// Stops or starts each unit, waiting for systemd.
+    pub(super) async fn control_units(&self, units: &[String], action: UnitAction) -> Outcome<()> {
         let systemd = self
             .systemd
             .get()
             .await
             .map_err(|e| Failure::internal("connecting to systemd", e))?;
-        for unit in &plan.units {
+        for unit in units {
             let outcome = systemd
                 .run_job(action, unit, self.setup.unit_timeout)
                 .await
@@ -613,42 +604,7 @@ impl Storage {
                     module.insert("location".into(), Value::String(value.clone()));
                     Ok(())
                 }))?;
-        self.wait_for_job(&accepted.job.uid).await
-    }
-
-    async fn wait_for_job(&self, uid: &str) -> Outcome<()> {
-        let deadline =
-            tokio::time::Instant::now() + self.setup.rebuild_timeout + Duration::from_secs(60);
-        loop {
-            let job = self
-                .jobs
-                .get(uid)
-                .ok_or_else(|| Failure::internal("following a rebuild", "its job vanished"))?;
-            match job.status {
-                JobStatus::Finished => return Ok(()),
-                JobStatus::Error => {
-                    let why = job.error.unwrap_or_else(|| Text::untranslated("unknown"));
-                    return Err(Failure::new(
-                        FailureKind::Internal,
-                        Text::new(
-                            format!("The system rebuild failed: {}", why.en),
-                            format!(
-                                "Пересборка системы не удалась: {}",
-                                why.ru.as_deref().unwrap_or(&why.en)
-                            ),
-                        ),
-                    ));
-                }
-                _ => {}
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Failure::internal(
-                    "following a rebuild",
-                    "it did not end in time",
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        wait_for_job_end(&self.jobs, &accepted.job.uid, self.setup.rebuild_timeout).await
     }
 
     /// Ends the job after the steps ran: done, or failed and gone back.
@@ -794,7 +750,7 @@ impl Storage {
             .map_err(|e| Failure::internal("removing a partial copy", e))?
             .map_err(|e| Failure::internal("removing a partial copy", e))?;
         }
-        self.units(plan, UnitAction::Start).await
+        self.control_units(&plan.units, UnitAction::Start).await
     }
 
     /// Finishes or rolls back the moves a previous daemon was cut off in.
@@ -935,9 +891,86 @@ impl Storage {
     }
 }
 
+/// Waits for a rebuild's job to end: Ok when it finished, its error else.
+pub(super) async fn wait_for_job_end(
+    jobs: &JobRegistry,
+    uid: &str,
+    rebuild_timeout: Duration,
+) -> Outcome<()> {
+    let deadline = tokio::time::Instant::now() + rebuild_timeout + Duration::from_secs(60);
+    loop {
+        let job = jobs
+            .get(uid)
+            .ok_or_else(|| Failure::internal("following a rebuild", "its job vanished"))?;
+        match job.status {
+            JobStatus::Finished => return Ok(()),
+            JobStatus::Error => {
+                let why = job.error.unwrap_or_else(|| Text::untranslated("unknown"));
+                return Err(Failure::new(
+                    FailureKind::Internal,
+                    Text::new(
+                        format!("The system rebuild failed: {}", why.en),
+                        format!(
+                            "Пересборка системы не удалась: {}",
+                            why.ru.as_deref().unwrap_or(&why.en)
+                        ),
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Failure::internal(
+                "following a rebuild",
+                "it did not end in time",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Copies `source` to `partial` (`cp -a`, a stale partial removed first),
+/// reporting progress each second: `done.0` of `done.1` bytes were copied
+/// before this tree, and copying spans `span.1` points from `span.0`.
+pub(super) async fn copy_with_progress(
+    jobs: &Arc<JobRegistry>,
+    uid: &str,
+    source: &Path,
+    partial: &Path,
+    done: (u64, u64),
+    span: (i32, i32),
+) -> Result<(), String> {
+    copy::remove_tree(partial).map_err(|e| e.to_string())?;
+    let work = {
+        let (source, partial) = (source.to_path_buf(), partial.to_path_buf());
+        tokio::task::spawn_blocking(move || copy::copy_tree(&source, &partial))
+    };
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let (done_before, total) = (done.0, done.1.max(1));
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            _ = tick.tick() => {
+                let copied = done_before + copy::allocated_size(partial);
+                let share = (copied.min(total) * span.1 as u64 / total) as i32;
+                let _ = jobs.update(
+                    uid,
+                    JobUpdate {
+                        status: Some(JobStatus::Running),
+                        progress: Some(span.0 + share),
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+    };
+    result.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+}
+
 /// Whether `dir` (`/volumes/<name>`) is where this process reaches the
 /// volume: its mount point, or for the system volume a folder on it.
-fn is_volume_dir(volume: &super::VolumeView, dir: &Path) -> bool {
+pub(super) fn is_volume_dir(volume: &super::VolumeView, dir: &Path) -> bool {
     if volume.mount_point.as_deref() == Some(dir) {
         return is_filesystem_of(dir, &volume.device);
     }
@@ -954,7 +987,7 @@ fn is_filesystem_of(path: &Path, device: &str) -> bool {
 }
 
 /// Whether `folder` is the source of a mount (some mount's root is it).
-fn is_bound_from(folder: &Path) -> bool {
+pub(super) fn is_bound_from(folder: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let Ok(meta) = folder.metadata() else {
         return false;
