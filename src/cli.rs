@@ -196,7 +196,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     run_due_handler(app.clone()),
                 )?;
                 app.storage.recover_interrupted(&app.service_locks);
-                app.storage.recover_interrupted_migration(&app.service_locks);
+                app.storage
+                    .recover_interrupted_migration(&app.service_locks);
                 crate::api::http::serve(app, test_hooks_socket).await
             })
         }

@@ -856,7 +856,10 @@ async fn unbound(volumes: Vec<&'static str>, config: &'static str) -> (Testbed, 
 fn assert_unmigrated(testbed: &Testbed, original: &Value, what: &str) {
     let userdata = userdata_of(testbed);
     assert_eq!(userdata["useBinds"], false, "{what}");
-    assert!(userdata["modules"]["nextcloud"]["location"].is_null(), "{what}");
+    assert!(
+        userdata["modules"]["nextcloud"]["location"].is_null(),
+        "{what}"
+    );
     assert_same_files(testbed, "/var/lib/nextcloud", &original["nextcloud"], what);
     assert_same_files(testbed, "/var/lib/gitea", &original["gitea"], what);
     for gone in [
@@ -883,12 +886,23 @@ fn assert_unmigrated(testbed: &Testbed, original: &Value, what: &str) {
 fn assert_migrated(testbed: &Testbed, original: &Value, what: &str) {
     let userdata = userdata_of(testbed);
     assert_eq!(userdata["useBinds"], true, "{what}");
-    assert_eq!(userdata["modules"]["nextcloud"]["location"], "sdb", "{what}");
+    assert_eq!(
+        userdata["modules"]["nextcloud"]["location"], "sdb",
+        "{what}"
+    );
     assert_eq!(userdata["modules"]["gitea"]["location"], "sdc", "{what}");
     assert_eq!(userdata["modules"]["gitea"]["enable"], false, "{what}");
     let source = testbed.run(&["findmnt", "-n", "-o", "SOURCE", "/var/lib/nextcloud"]);
-    assert!(source.contains("[/nextcloud]"), "{what}: bound from {source}");
-    assert_same_files(testbed, "/volumes/sdb/nextcloud", &original["nextcloud"], what);
+    assert!(
+        source.contains("[/nextcloud]"),
+        "{what}: bound from {source}"
+    );
+    assert_same_files(
+        testbed,
+        "/volumes/sdb/nextcloud",
+        &original["nextcloud"],
+        what,
+    );
     assert_same_files(testbed, "/var/lib/nextcloud", &original["nextcloud"], what);
     assert_same_files(testbed, "/volumes/sdc/gitea", &original["gitea"], what);
     for gone in [
@@ -935,7 +949,12 @@ async fn an_older_server_migrates_to_binds_keeping_every_file() {
     assert_eq!(second["code"], 409, "{second}");
     let (job, progress) = follow(&client, &uid).await;
     assert_eq!(job["status"], "FINISHED", "{job}");
-    assert!(job["result"].as_str().unwrap().contains("Migration finished"));
+    assert!(
+        job["result"]
+            .as_str()
+            .unwrap()
+            .contains("Migration finished")
+    );
     assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
     assert_migrated(&testbed, &original, "migrated");
 
@@ -969,7 +988,10 @@ async fn unmigrate(testbed: &Testbed, client: &Client) {
     let mut userdata = userdata_of(testbed);
     userdata["useBinds"] = json!(false);
     for id in ["nextcloud", "gitea"] {
-        userdata["modules"][id].as_object_mut().unwrap().remove("location");
+        userdata["modules"][id]
+            .as_object_mut()
+            .unwrap()
+            .remove("location");
     }
     std::fs::write(&path, userdata.to_string()).unwrap();
     let started = rebuild(client).await;

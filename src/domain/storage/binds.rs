@@ -340,7 +340,10 @@ impl Storage {
             else {
                 return Err(Failure::bad_input(
                     format!("{volume} (for {}) is not a mounted volume", meta.name),
-                    format!("{volume} (для {}) не является подключённым томом", meta.name),
+                    format!(
+                        "{volume} (для {}) не является подключённым томом",
+                        meta.name
+                    ),
                 ));
             };
             let volume_dir = Path::new(VOLUMES_DIR).join(&volume);
@@ -371,7 +374,12 @@ impl Storage {
             let mut owned: Vec<(&str, Option<(String, String)>)> = meta
                 .folders
                 .iter()
-                .map(|p| (p.as_str(), Some((meta.user().to_owned(), meta.group().to_owned()))))
+                .map(|p| {
+                    (
+                        p.as_str(),
+                        Some((meta.user().to_owned(), meta.group().to_owned())),
+                    )
+                })
                 .collect();
             for folder in &meta.owned_folders {
                 owned.push((
@@ -418,8 +426,14 @@ impl Storage {
                     Ok(found) if found.is_dir() => true,
                     Ok(_) => {
                         return Err(Failure::bad_input(
-                            format!("{} is not a folder (a link?): nothing was moved", path.display()),
-                            format!("{} не папка (ссылка?): ничего не перенесено", path.display()),
+                            format!(
+                                "{} is not a folder (a link?): nothing was moved",
+                                path.display()
+                            ),
+                            format!(
+                                "{} не папка (ссылка?): ничего не перенесено",
+                                path.display()
+                            ),
                         ));
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
@@ -524,10 +538,7 @@ impl Storage {
     /// daemon there.
     async fn migration_test_pause(&self, uid: &str, step: Step) {
         if self.setup.test_pause_move_at_step.as_deref() == Some(step.as_str()) {
-            tracing::warn!(
-                step = step.as_str(),
-                "test hook: migration paused for good"
-            );
+            tracing::warn!(step = step.as_str(), "test hook: migration paused for good");
             self.set_progress(
                 uid,
                 step.progress(),
@@ -704,8 +715,7 @@ impl Storage {
             .await
             .map_err(|e| Failure::internal("putting folders back", e))?
             .map_err(|e| Failure::internal("putting folders back", e))?;
-        self.control_units(&plan.units(), UnitAction::Start)
-            .await
+        self.control_units(&plan.units(), UnitAction::Start).await
     }
 
     async fn conclude_migration(
@@ -1028,7 +1038,11 @@ mod tests {
         let mut out = BTreeMap::new();
         for entry in walk(root) {
             if entry.is_file() {
-                let key = entry.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                let key = entry
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 out.insert(key, std::fs::read(&entry).unwrap());
             }
         }
@@ -1059,8 +1073,7 @@ mod tests {
         let folders = vec![folder(root, "copied", false), folder(root, "renamed", true)];
         for f in &folders {
             std::fs::create_dir_all(f.path.join("sub")).unwrap();
-            std::fs::write(f.path.join("sub/data"), f.path.to_string_lossy().as_bytes())
-                .unwrap();
+            std::fs::write(f.path.join("sub/data"), f.path.to_string_lossy().as_bytes()).unwrap();
             std::fs::set_permissions(&f.path, std::fs::Permissions::from_mode(0o750)).unwrap();
         }
         let before = tree(&root.join("var/lib"));

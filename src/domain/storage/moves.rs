@@ -440,7 +440,10 @@ impl Storage {
         for step in Step::ALL.into_iter().filter(|s| *s >= from) {
             self.note_step(plan, uid, step)?;
             match step {
-                Step::Stopping => self.control_units(&plan.units, UnitAction::Stop).await.map_err(at(step))?,
+                Step::Stopping => self
+                    .control_units(&plan.units, UnitAction::Stop)
+                    .await
+                    .map_err(at(step))?,
                 Step::Copying => self.copy_all(plan, uid).await?,
                 Step::Verifying => self.verify_all(plan, uid).await?,
                 Step::Owning => {
@@ -965,7 +968,9 @@ pub(super) async fn copy_with_progress(
             }
         }
     };
-    result.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+    result
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// Whether `dir` (`/volumes/<name>`) is where this process reaches the
