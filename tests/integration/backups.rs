@@ -1784,6 +1784,7 @@ async fn an_s3_repository_from_the_configuration_file_is_used_at_start() {
     .await;
     fill(&setup, 4 << 20);
     let original = tree(&roots(&setup));
+    let started = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(60);
     let configuration = loop {
         let answer = setup
@@ -1801,6 +1802,7 @@ async fn an_s3_repository_from_the_configuration_file_is_used_at_start() {
         assert!(Instant::now() < deadline, "not set up: {configuration}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let first_apply = started.elapsed();
     assert_eq!(configuration["provider"], "S3");
     assert_eq!(configuration["locationId"], location_id.as_str());
     assert_eq!(configuration["locationName"], "sp-configured/server");
@@ -1816,6 +1818,40 @@ async fn an_s3_repository_from_the_configuration_file_is_used_at_start() {
     let job = restore_and_wait(&setup, &snapshot).await;
     assert_eq!(job["status"], "FINISHED", "{job}");
     assert_eq!(tree(&roots(&setup)), original);
+
+    // Applied once: removed from the app, it stays removed after a restart.
+    let answer = setup
+        .daemon
+        .query(
+            "mutation { backup { removeRepository { success } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        answer["data"]["backup"]["removeRepository"]["success"], true,
+        "{answer}"
+    );
+    let mut setup = setup;
+    setup.daemon.kill();
+    setup.daemon.launch().await;
+    // Were the start to apply it again, it would within a few times what
+    // the first apply took: watch that long.
+    let watch = (first_apply * 4).max(Duration::from_secs(3));
+    let until = Instant::now() + watch;
+    while Instant::now() < until {
+        let answer = setup
+            .daemon
+            .query(
+                "{ backup { configuration { provider isInitialized } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            answer["data"]["backup"]["configuration"]["isInitialized"], false,
+            "the configuration file's repository came back: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A daemon killed in the middle of a DOWNLOAD_VERIFY_OVERWRITE swap (the

@@ -290,7 +290,9 @@ impl Backups {
     }
 
     /// Sets up the configured repository unless it is already the one in
-    /// use (same place, account and secret).
+    /// use (same place, account and secret), once per change of the
+    /// configuration: a repository the owner changed or removed from the
+    /// app since stays as the owner left it.
     pub async fn apply_configured(&self, configured: ConfiguredRepository) -> Outcome<Settings> {
         let secret = match &configured.secret_file {
             Some(path) => repository::read_secret_file(path)?,
@@ -300,7 +302,31 @@ impl Backups {
             Some(path) => Some(repository::read_secret_file(path)?),
             None => None,
         };
+        let fingerprint = {
+            use sha2::{Digest, Sha256};
+            let mut hasher = Sha256::new();
+            let provider = format!("{:?}", configured.provider);
+            for part in [
+                provider.as_str(),
+                &configured.location_id,
+                &configured.location_name,
+                &configured.login,
+                &secret,
+                wanted_key.as_deref().unwrap_or(""),
+            ] {
+                hasher.update((part.len() as u64).to_le_bytes());
+                hasher.update(part.as_bytes());
+            }
+            hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
         let current = self.files.load()?;
+        if self.files.applied_configuration()?.as_deref() == Some(fingerprint.as_str()) {
+            return Ok(current);
+        }
         let current_key = self.files.encryption_key()?;
         let in_use = current.initialized
             && current.provider == configured.provider
@@ -309,18 +335,21 @@ impl Backups {
             && current.login == configured.login
             && current.secret == secret
             && (wanted_key.is_none() || wanted_key == current_key);
-        if in_use {
-            return Ok(current);
-        }
-        self.initialize(RepositoryInput {
-            provider: configured.provider,
-            location_id: configured.location_id,
-            location_name: configured.location_name,
-            login: configured.login,
-            password: secret,
-            encryption_key: wanted_key.or(current_key),
-        })
-        .await
+        let settings = if in_use {
+            current
+        } else {
+            self.initialize(RepositoryInput {
+                provider: configured.provider,
+                location_id: configured.location_id,
+                location_name: configured.location_name,
+                login: configured.login,
+                password: secret,
+                encryption_key: wanted_key.or(current_key),
+            })
+            .await?
+        };
+        self.files.save_applied_configuration(&fingerprint)?;
+        Ok(settings)
     }
 
     /// Forgets the repository settings; the repository's data stays where

@@ -164,6 +164,31 @@ impl Files {
         }
     }
 
+    /// A fingerprint of the configuration file's repository as last
+    /// applied: applied once, so what the app sets later (another
+    /// repository, or none) is not undone at the next start.
+    fn configured_fingerprint(&self) -> PathBuf {
+        self.dir.join("configured-repository.sha256")
+    }
+
+    pub fn applied_configuration(&self) -> Outcome<Option<String>> {
+        match std::fs::read_to_string(self.configured_fingerprint()) {
+            Ok(text) => Ok(Some(text.trim().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Failure::internal("reading the applied configuration", e)),
+        }
+    }
+
+    pub fn save_applied_configuration(&self, fingerprint: &str) -> Outcome<()> {
+        self.prepare()?;
+        write_atomically(
+            &self.configured_fingerprint(),
+            fingerprint.as_bytes(),
+            0o600,
+        )
+        .map_err(|e| Failure::internal("writing the applied configuration", e))
+    }
+
     pub fn save_encryption_key(&self, key: &str) -> Outcome<()> {
         self.prepare()?;
         write_atomically(&self.password(), key.as_bytes(), 0o600)
