@@ -22,9 +22,11 @@
 //! and bound: going on is safe. Ownership travels with the data (`cp -a`,
 //! rename); only a folder that did not exist yet is created, for its owner.
 
-use super::moves::{copy_with_progress, margin_for, wait_for_job_end};
+use super::moves::{
+    at as failed_at, copy_with_progress, internal, margin_for, verify_copy, wait_for_job_end,
+};
 use super::{Storage, VOLUMES_DIR, check_volume_name};
-use crate::domain::error::{Failure, FailureKind, Outcome};
+use crate::domain::error::{Failure, Outcome};
 use crate::domain::i18n::Text;
 use crate::domain::jobs::{Job, JobStatus, JobUpdate};
 use crate::domain::locks::{ServiceLease, ServiceLocks, ServiceOperation};
@@ -39,7 +41,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The job's type, as the Python API named it.
 pub const MIGRATION_JOB_TYPE: &str = "migrations.migrate_to_binds";
@@ -191,23 +192,8 @@ impl Plan {
     }
 }
 
-struct StepFailure {
-    step: Step,
-    failure: Failure,
-}
-
+type StepFailure = super::moves::StepFailure<Step>;
 type StepOutcome = Result<(), StepFailure>;
-
-fn failed_at(step: Step) -> impl FnOnce(Failure) -> StepFailure {
-    move |failure| StepFailure { step, failure }
-}
-
-fn internal(step: Step, what: impl std::fmt::Display) -> StepFailure {
-    StepFailure {
-        step,
-        failure: Failure::new(FailureKind::Internal, Text::untranslated(what.to_string())),
-    }
-}
 
 fn io(step: Step, path: &Path) -> impl FnOnce(std::io::Error) -> StepFailure + '_ {
     move |e| internal(step, format!("{}: {e}", path.display()))
@@ -533,24 +519,6 @@ impl Storage {
         Ok(())
     }
 
-    /// TEST SCAFFOLDING: the migration stops dead after `step` when the
-    /// configuration says so (the move's key), for a test to kill the
-    /// daemon there.
-    async fn migration_test_pause(&self, uid: &str, step: Step) {
-        if self.setup.test_pause_move_at_step.as_deref() == Some(step.as_str()) {
-            tracing::warn!(step = step.as_str(), "test hook: migration paused for good");
-            self.set_progress(
-                uid,
-                step.progress(),
-                Some(Text::untranslated(format!(
-                    "TEST HOOK: paused after step {}",
-                    step.as_str()
-                ))),
-            );
-            std::future::pending::<()>().await;
-        }
-    }
-
     async fn drive_migration(&self, plan: &Plan, uid: &str, from: Step) -> StepOutcome {
         for step in Step::ALL.into_iter().filter(|s| *s >= from) {
             self.note_migration_step(plan, uid, step)?;
@@ -583,7 +551,7 @@ impl Storage {
                     .await
                     .map_err(failed_at(step))?,
             }
-            self.migration_test_pause(uid, step).await;
+            self.test_pause(uid, step.as_str(), step.progress()).await;
         }
         Ok(())
     }
@@ -639,21 +607,10 @@ impl Storage {
     async fn verify_for_migration(&self, plan: &Plan, uid: &str) -> StepOutcome {
         let step = Step::Verifying;
         for folder in plan.folders.iter().filter(|f| f.existed && !f.rename) {
-            let (path, partial, target) = (folder.path.clone(), folder.partial(), &folder.target);
-            let jobs = self.jobs.clone();
-            let uid = uid.to_owned();
-            tokio::task::spawn_blocking(move || {
-                let mut last = std::time::Instant::now();
-                copy::verify_tree(&path, &partial, |_| {
-                    if last.elapsed() > Duration::from_secs(1) {
-                        last = std::time::Instant::now();
-                        let _ = jobs.update(&uid, JobUpdate::default());
-                    }
-                })
-            })
-            .await
-            .map_err(|e| internal(step, e))?
-            .map_err(|e| internal(step, e))?;
+            let target = &folder.target;
+            verify_copy(&self.jobs, uid, &folder.path, &folder.partial())
+                .await
+                .map_err(|e| internal(step, e))?;
             if target.is_dir() {
                 std::fs::remove_dir(target).map_err(io(step, target))?;
             }

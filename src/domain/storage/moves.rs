@@ -162,18 +162,18 @@ fn refused(en: String, ru: String) -> Failure {
 }
 
 /// How a failed step is reported: which step, and why.
-struct StepFailure {
-    step: Step,
-    failure: Failure,
+pub(super) struct StepFailure<S> {
+    pub step: S,
+    pub failure: Failure,
 }
 
-type StepOutcome = Result<(), StepFailure>;
+type StepOutcome = Result<(), StepFailure<Step>>;
 
-fn at(step: Step) -> impl FnOnce(Failure) -> StepFailure {
+pub(super) fn at<S>(step: S) -> impl FnOnce(Failure) -> StepFailure<S> {
     move |failure| StepFailure { step, failure }
 }
 
-fn internal(step: Step, what: impl std::fmt::Display) -> StepFailure {
+pub(super) fn internal<S>(step: S, what: impl std::fmt::Display) -> StepFailure<S> {
     StepFailure {
         step,
         failure: Failure::new(FailureKind::Internal, Text::untranslated(what.to_string())),
@@ -418,17 +418,17 @@ impl Storage {
         );
     }
 
-    /// TEST SCAFFOLDING: stops the move dead after `step` when the
-    /// configuration says so, for a test to kill the daemon there.
-    async fn test_pause(&self, uid: &str, step: Step) {
-        if self.setup.test_pause_move_at_step.as_deref() == Some(step.as_str()) {
-            tracing::warn!(step = step.as_str(), "test hook: move paused for good");
+    /// TEST SCAFFOLDING: stops a move or a migration dead after the step
+    /// named `step` when the configuration says so, for a test to kill the
+    /// daemon there.
+    pub(super) async fn test_pause(&self, uid: &str, step: &str, progress: i32) {
+        if self.setup.test_pause_move_at_step.as_deref() == Some(step) {
+            tracing::warn!(step, "test hook: paused for good");
             self.set_progress(
                 uid,
-                step.progress(),
+                progress,
                 Some(Text::untranslated(format!(
-                    "TEST HOOK: paused after step {}",
-                    step.as_str()
+                    "TEST HOOK: paused after step {step}"
                 ))),
             );
             std::future::pending::<()>().await;
@@ -469,7 +469,7 @@ impl Storage {
                     .await
                     .map_err(at(step))?,
             }
-            self.test_pause(uid, step).await;
+            self.test_pause(uid, step.as_str(), step.progress()).await;
         }
         Ok(())
     }
@@ -514,22 +514,9 @@ impl Storage {
                 plan.target(folder),
             );
             if source.exists() {
-                let jobs = self.jobs.clone();
-                let uid = uid.to_owned();
-                let (a, b) = (source.clone(), partial.clone());
-                tokio::task::spawn_blocking(move || {
-                    let mut last = std::time::Instant::now();
-                    copy::verify_tree(&a, &b, |_| {
-                        // A sign of life; the share is not known cheaply.
-                        if last.elapsed() > Duration::from_secs(1) {
-                            last = std::time::Instant::now();
-                            let _ = jobs.update(&uid, JobUpdate::default());
-                        }
-                    })
-                })
-                .await
-                .map_err(|e| internal(step, e))?
-                .map_err(|e| internal(step, e))?;
+                verify_copy(&self.jobs, uid, &source, &partial)
+                    .await
+                    .map_err(|e| internal(step, e))?;
             }
             // An empty folder the target had is replaced by the copy.
             if target.is_dir() {
@@ -971,6 +958,30 @@ pub(super) async fn copy_with_progress(
     result
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
+}
+
+/// Reads `copy` back against `original` (`copy::verify_tree`), touching
+/// the job each second as a sign of life (the share is not known cheaply).
+pub(super) async fn verify_copy(
+    jobs: &Arc<JobRegistry>,
+    uid: &str,
+    original: &Path,
+    copy: &Path,
+) -> Result<(), String> {
+    let (jobs, uid) = (jobs.clone(), uid.to_owned());
+    let (a, b) = (original.to_path_buf(), copy.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let mut last = std::time::Instant::now();
+        copy::verify_tree(&a, &b, |_| {
+            if last.elapsed() > Duration::from_secs(1) {
+                last = std::time::Instant::now();
+                let _ = jobs.update(&uid, JobUpdate::default());
+            }
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
 }
 
 /// Whether `dir` (`/volumes/<name>`) is where this process reaches the
