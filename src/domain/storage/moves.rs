@@ -22,11 +22,11 @@ use crate::domain::error::{Failure, FailureKind, Outcome};
 use crate::domain::i18n::Text;
 use crate::domain::jobs::{Job, JobStatus, JobUpdate};
 use crate::domain::locks::{ServiceLease, ServiceLocks, ServiceOperation};
+use crate::domain::system::changes::UserdataChange;
 use crate::domain::system::rebuild::ConfigChange;
 use crate::os::copy;
 use crate::os::systemd::{JobOutcome, UnitAction};
 use crate::state::MoveRecord;
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -604,15 +604,12 @@ impl Storage {
         if userdata["modules"][&plan.service]["location"] == location && bound {
             return Ok(());
         }
-        let service = plan.service.clone();
-        let value = location.to_owned();
-        let accepted =
-            self.rebuilds
-                .change(ConfigChange::userdata(move |document: &mut Value| {
-                    let module = crate::domain::services::config::module_entry(document, &service)?;
-                    module.insert("location".into(), Value::String(value.clone()));
-                    Ok(())
-                }))?;
+        let accepted = self
+            .rebuilds
+            .change(ConfigChange::from(UserdataChange::SetServiceLocation {
+                service: plan.service.clone(),
+                volume: location.to_owned(),
+            }))?;
         self.wait_for_job(&accepted.job.uid).await
     }
 
