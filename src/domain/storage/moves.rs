@@ -604,12 +604,12 @@ impl Storage {
         if userdata["modules"][&plan.service]["location"] == location && bound {
             return Ok(());
         }
-        let accepted = self
-            .rebuilds
-            .change(ConfigChange::from(UserdataChange::SetServiceLocation {
-                service: plan.service.clone(),
-                volume: location.to_owned(),
-            }))?;
+        let accepted =
+            self.rebuilds
+                .change(ConfigChange::from(UserdataChange::SetServiceLocation {
+                    service: plan.service.clone(),
+                    volume: location.to_owned(),
+                }))?;
         self.wait_for_job(&accepted.job.uid).await
     }
 

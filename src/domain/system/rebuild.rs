@@ -8,11 +8,11 @@
 use crate::domain::error::{Failure, Outcome};
 use crate::domain::i18n::Text;
 use crate::domain::jobs::{Job, JobRegistry, JobStatus, JobUpdate};
+use crate::domain::services::catalogue::Catalogue;
+use crate::domain::system::changes::{ChangeContext, FileEdit, UserdataChange};
 use crate::os::files::{copy_atomically, write_atomically};
 use crate::os::journal;
 use crate::os::systemd::{JobOutcome, SystemdLink, UnitAction};
-use crate::domain::services::catalogue::Catalogue;
-use crate::domain::system::changes::{ChangeContext, FileEdit, UserdataChange};
 use crate::os::userdata::UserdataFile;
 use crate::state::Store;
 use serde::{Deserialize, Serialize};
@@ -424,8 +424,8 @@ impl Rebuilds {
 
     /// Keeps a change queued for the follow-up rebuild `uid`, durably.
     fn store_queued(&self, uid: &str, change: &ConfigChange) -> Outcome<()> {
-        let json = serde_json::to_string(change)
-            .map_err(|e| Failure::internal("queueing a change", e))?;
+        let json =
+            serde_json::to_string(change).map_err(|e| Failure::internal("queueing a change", e))?;
         self.changes
             .store
             .queue_change(uid, &json)
@@ -440,7 +440,10 @@ impl Rebuilds {
             Ok(records) => records,
             Err(e) => {
                 tracing::error!(uid, "reading the queued changes: {e}");
-                return (Vec::new(), vec![format!("the queue could not be read: {e}")]);
+                return (
+                    Vec::new(),
+                    vec![format!("the queue could not be read: {e}")],
+                );
             }
         };
         let mut changes = Vec::new();

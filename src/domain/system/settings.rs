@@ -91,7 +91,9 @@ fn section<'a>(document: &'a mut Value, key: &str) -> Outcome<&'a mut Map<String
 pub(crate) fn set_timezone(document: &mut Value, timezone: &str) -> Outcome<()> {
     document
         .as_object_mut()
-        .ok_or_else(|| Failure::internal("changing userdata", "userdata.json is not a JSON object"))?
+        .ok_or_else(|| {
+            Failure::internal("changing userdata", "userdata.json is not a JSON object")
+        })?
         .insert("timezone".into(), Value::String(timezone.to_owned()));
     Ok(())
 }

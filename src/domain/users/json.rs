@@ -90,7 +90,10 @@ pub(crate) fn set_password(d: &mut Value, username: &str, hashed_password: &str)
     let entry = entry
         .and_then(Value::as_object_mut)
         .ok_or_else(|| user_not_found(username))?;
-    entry.insert("hashedPassword".into(), Value::String(hashed_password.to_owned()));
+    entry.insert(
+        "hashedPassword".into(),
+        Value::String(hashed_password.to_owned()),
+    );
     Ok(())
 }
 
@@ -136,10 +139,12 @@ impl UserRepository for JsonUsers {
                 )
             })?;
         let hash = validation::hash_password(password)?;
-        let accepted = self.rebuilds.change(ConfigChange::from(UserdataChange::AddUser {
-            username: input.username.clone(),
-            hashed_password: hash,
-        }))?;
+        let accepted = self
+            .rebuilds
+            .change(ConfigChange::from(UserdataChange::AddUser {
+                username: input.username.clone(),
+                hashed_password: hash,
+            }))?;
         Ok(Changed {
             account: Account::plain(&input.username, UserKind::Normal),
             rebuild: Some(accepted),
@@ -162,12 +167,12 @@ impl UserRepository for JsonUsers {
             });
         };
         let hash = validation::hash_password(password)?;
-        let accepted = self
-            .rebuilds
-            .change(ConfigChange::from(UserdataChange::SetUserPassword {
-                username: input.username.clone(),
-                hashed_password: hash,
-            }))?;
+        let accepted =
+            self.rebuilds
+                .change(ConfigChange::from(UserdataChange::SetUserPassword {
+                    username: input.username.clone(),
+                    hashed_password: hash,
+                }))?;
         Ok(Changed {
             account,
             rebuild: Some(accepted),

@@ -249,12 +249,11 @@ impl Users {
         // Kanidm users keep their SSH keys in userdata: remove them too.
         let document = self.read_userdata()?;
         if has_user_entry(&document, username) {
-            rebuilds.push(
-                self.rebuilds
-                    .change(ConfigChange::from(UserdataChange::ForgetUserEntry {
-                        username: username.to_owned(),
-                    }))?,
-            );
+            rebuilds.push(self.rebuilds.change(ConfigChange::from(
+                UserdataChange::ForgetUserEntry {
+                    username: username.to_owned(),
+                },
+            ))?);
         }
         Ok(rebuilds)
     }
@@ -401,12 +400,7 @@ fn object_member<'a>(value: &'a mut Value, key: &str, empty: Value) -> Outcome<&
 
 /// Adds `key` to the user's keys (refused if a key with its identity is
 /// there already).
-pub(crate) fn add_ssh_key(
-    d: &mut Value,
-    username: &str,
-    kind: UserKind,
-    key: &str,
-) -> Outcome<()> {
+pub(crate) fn add_ssh_key(d: &mut Value, username: &str, kind: UserKind, key: &str) -> Outcome<()> {
     let identity = validation::key_identity(key);
     let keys = ssh_keys_mut(d, username, kind)?;
     if keys
