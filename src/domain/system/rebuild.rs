@@ -452,7 +452,14 @@ impl Rebuilds {
             match serde_json::from_str::<ConfigChange>(&record.change) {
                 Ok(change) => changes.push(change),
                 Err(e) => {
-                    tracing::error!(uid, "a queued change cannot be read: {e}");
+                    // Not the decoder's message: it may quote a field.
+                    tracing::error!(
+                        uid,
+                        kind = unreadable_change(&record.change),
+                        "a queued change cannot be read ({:?} error at column {})",
+                        e.classify(),
+                        e.column()
+                    );
                     unreadable.push(unreadable_change(&record.change));
                 }
             }
@@ -1046,10 +1053,10 @@ fn joined(first: &Text, second: &Text) -> Text {
     }
 }
 
-/// What a stored change this daemon cannot read is named by in the job:
-/// its kind if that can be told, never its fields (nor the decoder's
-/// error, which may quote them: a password hash may be among them; the
-/// log has the details).
+/// What a stored change this daemon cannot read is named by in the job
+/// and the log: its kind if that can be told, never its fields (nor the
+/// decoder's message, which may quote them: a password hash may be among
+/// them).
 fn unreadable_change(stored: &str) -> String {
     serde_json::from_str::<Value>(stored)
         .ok()
@@ -1089,6 +1096,15 @@ mod tests {
                    warning: error(s) occurred while switching to the new configuration";
         assert_eq!(failed_units(log), ["a.service", "b@x.service"]);
         assert!(failed_units("building the system configuration...").is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_change_is_named_by_its_kind_only() {
+        let stored = r#"{"userdata": {"change": "addAdmin", "hashedPassword": "$6$secret"}}"#;
+        let named = unreadable_change(stored);
+        assert_eq!(named, "addAdmin");
+        assert!(serde_json::from_str::<ConfigChange>(stored).is_err());
+        assert_eq!(unreadable_change("{not json"), "an unreadable entry");
     }
 
     #[test]
