@@ -11,7 +11,9 @@ use crate::domain::services::catalogue::Catalogue;
 use crate::domain::services::resources::ResourceSampler;
 use crate::domain::services::{Services, ServicesSetup};
 use crate::domain::storage::{Storage, StorageSetup};
-use crate::domain::system::rebuild::{AppliedConfig, RebuildKind, RebuildUnits, Rebuilds};
+use crate::domain::system::rebuild::{
+    AppliedConfig, ChangeSetup, RebuildKind, RebuildUnits, Rebuilds,
+};
 use crate::domain::tokens::{AuthThrottle, TokenService};
 use crate::domain::users::Users;
 use crate::os::systemd::SystemdLink;
@@ -60,6 +62,7 @@ impl App {
             PathBuf::from("/proc"),
         ));
         let moves_store = store.clone();
+        let queue_store = store.clone();
         let jobs = Arc::new(JobRegistry::load(store, clock.clone(), |job| {
             RebuildKind::of_job(&job.type_id).is_some()
         })?);
@@ -93,6 +96,11 @@ impl App {
             Duration::from_secs(config.rebuild_timeout_secs),
             Duration::from_millis(config.rebuild_debounce_ms),
             applied,
+            ChangeSetup {
+                store: queue_store,
+                catalogue: Catalogue::new(config.sp_modules_dir.clone()),
+                flake: config.nixos_config_dir.join("flake.nix"),
+            },
         ));
         let users =
             crate::domain::users::open(&config, applied_userdata.clone(), rebuilds.clone())?;

@@ -7,6 +7,7 @@ mod email_passwords;
 mod jobs;
 mod monitoring;
 mod moves;
+mod queued_changes;
 mod tokens;
 
 pub use backups::SnapshotRecord;
@@ -15,6 +16,7 @@ pub use email_passwords::StoredEmailPassword;
 pub use jobs::JobRecord;
 pub use monitoring::{SamplePoint, StoredSample};
 pub use moves::MoveRecord;
+pub use queued_changes::QueuedChangeRecord;
 pub use tokens::{Hash, KeyKind, KeySpend, StoredKey, StoredToken};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -105,7 +107,13 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL,
         created_at INTEGER NOT NULL
      );",
-    // 6: storage: a migration to binds in progress, step by step.
+    // 6: changes queued behind a running rebuild, in order (`seq`).
+    "CREATE TABLE queued_changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_uid TEXT NOT NULL,
+        change TEXT NOT NULL
+     );",
+    // 7: storage: a migration to binds in progress, step by step.
     "CREATE TABLE bind_migrations (
         job_uid TEXT PRIMARY KEY,
         plan TEXT NOT NULL,
@@ -184,9 +192,10 @@ impl Store {
             .pragma_query_value(None, "data_version", |r| r.get(0))?)
     }
 
-    /// Runs a token or key write with `synchronous = FULL`. In WAL mode
-    /// NORMAL may lose the last commits on power loss, and a revoked token
-    /// or spent key must stay so. The connection's lock is held throughout,
+    /// Runs a token, key, move or queued-change write with `synchronous =
+    /// FULL`. In WAL mode NORMAL may lose the last commits on power loss,
+    /// and a revoked token, a spent key or a change the owner was told is
+    /// queued must stay so. The connection's lock is held throughout,
     /// so job updates (frequent, and only progress reports) keep NORMAL.
     fn durably<T>(
         &self,

@@ -2,11 +2,12 @@
 //! (test scaffolding with a system profile and generations): a switch
 //! that activated and then failed, builds that fail or run too long (also
 //! after a restart of the daemon), flake.nix put back byte for byte,
-//! changes queued behind a running rebuild, and the app's
+//! changes queued behind a running rebuild (also across a kill of the
+//! daemon), and the app's
 //! `runSystemRebuild` joining the scheduled rebuild.
 
 use crate::catalogue::{last_rebuild_done, mutate};
-use crate::services::{rebuild, wait_job_done, wait_unit_state};
+use crate::services::{job_by_uid, rebuild, wait_job_done, wait_unit_state};
 use crate::support::*;
 use crate::testbed::{Setup, Testbed, module};
 use futures_util::{SinkExt, StreamExt};
@@ -404,6 +405,95 @@ async fn changes_queued_during_a_rebuild_are_checked_again_when_applied() {
     let modules = &userdata(&testbed)["modules"];
     assert_eq!(modules["web"]["subdomain"], "www");
     assert!(modules["echo"]["subdomain"].is_null(), "{modules}");
+}
+
+#[tokio::test]
+async fn changes_queued_behind_a_rebuild_survive_a_kill_of_the_daemon() {
+    let testbed = Testbed::up(setup("rebuild_debounce_ms = 300\n"));
+    std::fs::write(testbed.path(FLAKE), FLAKE_WITHOUT_NOTES).unwrap();
+    let client = testbed.start_daemon().await;
+    // Slow enough to queue behind and to outlive the daemon's restart.
+    standin_flag(&testbed, ".standin-delay", "8");
+    set_subdomain(&client, "echo", "first").await;
+    let running = latest_rebuild_uid(&client).await;
+    wait_unit_state(&testbed, REBUILD_UNIT, "activating").await;
+
+    // Changes queued behind it: enabling notes (which also installs
+    // its flake input) and a setting.
+    let enabled = mutate(&client, "EnableService", json!({"serviceId": "notes"})).await;
+    assert_eq!(enabled["code"], 200, "{enabled}");
+    assert!(
+        enabled["message"].as_str().unwrap().contains("Queued"),
+        "{enabled}"
+    );
+    let r = client
+        .query(
+            "mutation { system { changeTimezone(timezone: \"Asia/Tokyo\") { code message } } }",
+            json!({}),
+        )
+        .await;
+    let timezone = &r["data"]["system"]["changeTimezone"];
+    assert_eq!(timezone["code"], 200, "{r}");
+    let queued = latest_rebuild_uid(&client).await;
+    assert_ne!(queued, running);
+    // A third, turned into one this version cannot read (as if a newer
+    // version had stored it): reported, not applied, not dropped silently.
+    let disabled = mutate(&client, "DisableService", json!({"serviceId": "web"})).await;
+    assert_eq!(disabled["code"], 200, "{disabled}");
+    testbed.run(&[
+        "sqlite3",
+        "-cmd",
+        ".timeout 5000",
+        "/var/lib/selfprivacy-api/state.db",
+        "UPDATE queued_changes SET change = '{\"userdata\": {\"change\": \"teleport\"}}' \
+         WHERE seq = (SELECT max(seq) FROM queued_changes)",
+    ]);
+    // Nothing of them is written yet.
+    assert_eq!(userdata(&testbed)["timezone"], "Etc/UTC");
+    assert!(
+        !std::fs::read_to_string(testbed.path(FLAKE))
+            .unwrap()
+            .contains("sp-module-notes")
+    );
+
+    // SIGKILL while the first rebuild runs; it goes on in its unit.
+    testbed.restart_daemon(&client).await;
+    assert_eq!(
+        testbed.unit_state(REBUILD_UNIT),
+        "activating",
+        "still running"
+    );
+    let waiting = job_by_uid(&client, &queued).await;
+    assert_eq!(waiting["status"], "CREATED", "{waiting}");
+    let text = waiting["statusText"].as_str().unwrap();
+    assert!(
+        text.contains("2 change(s) queued for it were kept across the restart"),
+        "{waiting}"
+    );
+    std::fs::remove_file(testbed.path("/etc/nixos/.standin-delay")).unwrap();
+
+    let first = wait_job_done(&client, &running).await;
+    assert_eq!(first["status"], "FINISHED", "{first}");
+    let second = wait_job_done(&client, &queued).await;
+    assert_eq!(second["status"], "FINISHED", "{second}");
+    let error = second["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("could not be read") && error.contains("teleport"),
+        "{second}"
+    );
+    // The follow-up rebuild ran with both changes: a second generation.
+    assert_eq!(profile(&testbed), "system-2-link");
+    let after = userdata(&testbed);
+    assert_eq!(after["timezone"], "Asia/Tokyo", "{after}");
+    assert_eq!(after["modules"]["notes"]["enable"], true, "{after}");
+    assert_eq!(after["modules"]["echo"]["subdomain"], "first", "{after}");
+    assert_eq!(after["modules"]["web"]["enable"], true, "{after}");
+    let flake = std::fs::read_to_string(testbed.path(FLAKE)).unwrap();
+    assert!(flake.contains("sp-module-notes.url"), "{flake}");
+    // Each applied once, and the queue is empty: a third start applies nothing.
+    testbed.restart_daemon(&client).await;
+    assert_eq!(userdata(&testbed), after);
+    assert_eq!(latest_rebuild_uid(&client).await, queued, "no new rebuild");
 }
 
 #[tokio::test]

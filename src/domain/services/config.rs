@@ -256,6 +256,23 @@ pub fn apply_settings(
     Ok(())
 }
 
+/// Switches module `id` on; `default_location` is set as its `location`
+/// when it has none.
+pub fn enable_module(
+    document: &mut Value,
+    id: &str,
+    default_location: Option<&str>,
+) -> Outcome<()> {
+    let module = module_entry(document, id)?;
+    module.insert("enable".into(), Value::Bool(true));
+    if let Some(location) = default_location
+        && module.get("location").is_none_or(Value::is_null)
+    {
+        module.insert("location".into(), Value::String(location.to_owned()));
+    }
+    Ok(())
+}
+
 /// `document.modules.<id>`, created if missing.
 pub fn module_entry<'a>(
     document: &'a mut Value,

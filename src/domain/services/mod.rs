@@ -11,7 +11,8 @@ pub mod usage;
 
 use super::error::{Failure, FailureKind, Outcome};
 use super::i18n::Text;
-use super::system::rebuild::{Accepted, ConfigChange, FileEdit, Rebuilds};
+use super::system::changes::{FileEdit, UserdataChange};
+use super::system::rebuild::{Accepted, ConfigChange, Rebuilds};
 use crate::os::disks::{self, Filesystem};
 use crate::os::systemd::{JobOutcome, SystemdLink, UnitAction};
 use crate::os::userdata::UserdataFile;
@@ -213,7 +214,7 @@ pub struct Volume {
     pub is_root: bool,
 }
 
-fn service_not_found() -> Failure {
+pub(crate) fn service_not_found() -> Failure {
     Failure::not_found("Service not found", "Сервис не найден")
 }
 
@@ -592,9 +593,9 @@ impl Services {
         changes: serde_json::Map<String, Value>,
     ) -> Outcome<(ServiceView, Accepted)> {
         let definition = self.catalogue.get(id).ok_or_else(service_not_found)?;
-        let catalogue = self.catalogue.definitions();
-        let change = ConfigChange::userdata(move |document: &mut Value| {
-            config::apply_settings(&definition, &catalogue, &changes, document)
+        let change = ConfigChange::from(UserdataChange::ConfigureService {
+            service: definition.meta.id.clone(),
+            settings: changes,
         });
         let accepted = self.rebuilds.change(change)?;
         Ok((self.get(id).await?, accepted))
@@ -605,31 +606,27 @@ impl Services {
     /// has a rebuild apply it.
     pub async fn enable(&self, id: &str) -> Outcome<(ServiceView, Accepted)> {
         let definition = self.catalogue.get(id).ok_or_else(service_not_found)?;
-        let install = if self.installed_modules()?.iter().any(|m| m == id) {
+        let before_write = if self.installed_modules()?.iter().any(|m| m == id) {
             None
         } else {
-            let flake = self.setup.flake.clone();
-            let module = id.to_owned();
-            let url = self.setup.module_url_template.replace("{id}", id);
-            let install: FileEdit = Box::new(move || install_module(&flake, &module, &url));
-            Some(install)
+            Some(FileEdit::AddModuleInput {
+                module: id.to_owned(),
+                url: self.setup.module_url_template.replace("{id}", id),
+            })
         };
-        let root_volume = disks::filesystem_of(std::path::Path::new("/")).map(|f| f.name);
-        let edit = Box::new(move |document: &mut Value| {
-            let needs_location = definition.options.contains_key("location");
-            let module = config::module_entry(document, &definition.meta.id)?;
-            module.insert("enable".into(), Value::Bool(true));
-            if needs_location
-                && module.get("location").is_none_or(Value::is_null)
-                && let Some(root) = &root_volume
-            {
-                module.insert("location".into(), Value::String(root.clone()));
-            }
-            Ok(())
-        });
+        // A module with data to place gets the system volume unless it
+        // already has a location.
+        let default_location = if definition.options.contains_key("location") {
+            disks::filesystem_of(std::path::Path::new("/")).map(|f| f.name)
+        } else {
+            None
+        };
         let change = ConfigChange {
-            userdata: edit,
-            before_write: install,
+            userdata: UserdataChange::EnableService {
+                service: definition.meta.id.clone(),
+                default_location,
+            },
+            before_write,
         };
         let accepted = self.rebuilds.change(change)?;
         Ok((self.get(id).await?, accepted))
@@ -650,11 +647,8 @@ impl Services {
                 ),
             ));
         }
-        let service_id = definition.meta.id.clone();
-        let change = ConfigChange::userdata(move |document: &mut Value| {
-            config::module_entry(document, &service_id)?
-                .insert("enable".into(), Value::Bool(false));
-            Ok(())
+        let change = ConfigChange::from(UserdataChange::DisableService {
+            service: definition.meta.id.clone(),
         });
         let accepted = self.rebuilds.change(change)?;
         Ok((self.get(id).await?, accepted))
@@ -664,7 +658,7 @@ impl Services {
 /// Adds the module's `sp-module-<id>` input to flake.nix, keeping the rest
 /// of the file as it is (nothing is written if it is there already). A
 /// failed rebuild puts the old file back.
-fn install_module(flake_path: &std::path::Path, id: &str, url: &str) -> Outcome<()> {
+pub(crate) fn install_module(flake_path: &std::path::Path, id: &str, url: &str) -> Outcome<()> {
     let text = std::fs::read_to_string(flake_path)
         .map_err(|e| Failure::internal("reading flake.nix", e))?;
     let edited = flake::add_module_input(&text, id, url).map_err(|e| {

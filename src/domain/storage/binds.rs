@@ -30,6 +30,7 @@ use crate::domain::error::{Failure, Outcome};
 use crate::domain::i18n::Text;
 use crate::domain::jobs::{Job, JobStatus, JobUpdate};
 use crate::domain::locks::{ServiceLease, ServiceLocks, ServiceOperation};
+use crate::domain::system::changes::UserdataChange;
 use crate::domain::system::rebuild::ConfigChange;
 use crate::os::copy;
 use crate::os::disks::is_mount_point;
@@ -197,28 +198,6 @@ type StepOutcome = Result<(), StepFailure>;
 
 fn io(step: Step, path: &Path) -> impl FnOnce(std::io::Error) -> StepFailure + '_ {
     move |e| internal(step, format!("{}: {e}", path.display()))
-}
-
-/// The userdata change of the switch: `useBinds` and each service's
-/// `location` (`None` removes it).
-fn binds_change(use_binds: bool, locations: BTreeMap<String, Option<String>>) -> ConfigChange {
-    ConfigChange::userdata(move |document: &mut Value| {
-        for (service, location) in &locations {
-            let module = crate::domain::services::config::module_entry(document, service)?;
-            match location {
-                Some(volume) => module.insert("location".into(), Value::String(volume.clone())),
-                None => module.remove("location"),
-            };
-        }
-        let Some(object) = document.as_object_mut() else {
-            return Err(Failure::internal(
-                "editing userdata",
-                "userdata is not a JSON object",
-            ));
-        };
-        object.insert("useBinds".into(), Value::Bool(use_binds));
-        Ok(())
-    })
 }
 
 impl Storage {
@@ -648,9 +627,13 @@ impl Storage {
         let locations = plan
             .services
             .iter()
-            .map(|s| (s.id.clone(), Some(s.volume.clone())))
+            .map(|s| (s.id.clone(), s.volume.clone()))
             .collect();
-        let accepted = self.rebuilds.change(binds_change(true, locations))?;
+        let accepted = self
+            .rebuilds
+            .change(ConfigChange::from(UserdataChange::EnableBinds {
+                locations,
+            }))?;
         wait_for_job_end(&self.jobs, &accepted.job.uid, self.setup.rebuild_timeout).await
     }
 
@@ -661,7 +644,11 @@ impl Storage {
             .iter()
             .map(|s| (s.id.clone(), s.previous_location.clone()))
             .collect();
-        let accepted = self.rebuilds.change(binds_change(false, locations))?;
+        let accepted = self
+            .rebuilds
+            .change(ConfigChange::from(UserdataChange::DisableBinds {
+                locations,
+            }))?;
         wait_for_job_end(&self.jobs, &accepted.job.uid, self.setup.rebuild_timeout).await
     }
 
@@ -1080,28 +1067,5 @@ mod tests {
             .map(Step::as_str)
             .collect();
         assert_eq!(back, ["stopping", "copying", "verifying", "moving"]);
-    }
-
-    #[test]
-    fn the_switch_sets_binds_and_locations_and_keeps_the_rest() {
-        let mut document = serde_json::json!({
-            "useBinds": false, "other": 1,
-            "modules": {"nextcloud": {"enable": true, "x": 2}, "gitea": {"location": "sda1"}}
-        });
-        let change = binds_change(
-            true,
-            BTreeMap::from([
-                ("nextcloud".to_owned(), Some("sdb".to_owned())),
-                ("gitea".to_owned(), None),
-            ]),
-        );
-        (change.userdata)(&mut document).unwrap();
-        assert_eq!(
-            document,
-            serde_json::json!({
-                "useBinds": true, "other": 1,
-                "modules": {"nextcloud": {"enable": true, "x": 2, "location": "sdb"}, "gitea": {}}
-            })
-        );
     }
 }

@@ -9,6 +9,7 @@ use super::error::{Failure, FailureKind, Outcome};
 use super::i18n::Text;
 use super::jobs::JobRegistry;
 use super::services::catalogue::Catalogue;
+use super::system::changes::UserdataChange;
 use super::system::rebuild::{Accepted, ConfigChange, Rebuilds};
 use crate::os::blockdev::{self, BlockDevice};
 use crate::os::systemd::SystemdLink;
@@ -112,18 +113,10 @@ impl Storage {
                 format!("Том {name} уже подключён"),
             ));
         }
-        let entry = serde_json::json!({
-            "device": volume.device,
-            "mountPoint": format!("{VOLUMES_DIR}/{name}"),
-            "fsType": "ext4",
-        });
-        let device = volume.device.clone();
         self.rebuilds
-            .change(ConfigChange::userdata(move |document: &mut Value| {
-                let volumes = volumes_entry(document)?;
-                volumes.retain(|v| v["device"] != device.as_str());
-                volumes.push(entry.clone());
-                Ok(())
+            .change(ConfigChange::from(UserdataChange::MountVolume {
+                device: volume.device,
+                name: name.to_owned(),
             }))
     }
 
@@ -145,14 +138,10 @@ impl Storage {
                 format!("На томе {name} лежат данные сервисов {list}: сначала перенесите их"),
             ));
         }
-        let device = volume.device.clone();
-        let mount_point = format!("{VOLUMES_DIR}/{name}");
         self.rebuilds
-            .change(ConfigChange::userdata(move |document: &mut Value| {
-                volumes_entry(document)?.retain(|v| {
-                    v["device"] != device.as_str() && v["mountPoint"] != mount_point.as_str()
-                });
-                Ok(())
+            .change(ConfigChange::from(UserdataChange::UnmountVolume {
+                device: volume.device,
+                name: name.to_owned(),
             }))
     }
 
@@ -202,6 +191,72 @@ impl Storage {
             )
         })
     }
+}
+
+/// Declares the volume on `device` mounted at /volumes/<name> (replacing
+/// any entry for that device).
+pub(crate) fn add_volume(document: &mut Value, device: &str, name: &str) -> Outcome<()> {
+    let volumes = volumes_entry(document)?;
+    volumes.retain(|v| v["device"] != device);
+    volumes.push(serde_json::json!({
+        "device": device,
+        "mountPoint": format!("{VOLUMES_DIR}/{name}"),
+        "fsType": "ext4",
+    }));
+    Ok(())
+}
+
+/// Drops the entries for `device` or for /volumes/<name>.
+pub(crate) fn remove_volume(document: &mut Value, device: &str, name: &str) -> Outcome<()> {
+    let mount_point = format!("{VOLUMES_DIR}/{name}");
+    volumes_entry(document)?
+        .retain(|v| v["device"] != device && v["mountPoint"] != mount_point.as_str());
+    Ok(())
+}
+
+/// Binds every service's data from its volume (`useBinds`) and sets the
+/// `location` of each service in `locations` (service id: volume name).
+pub(crate) fn enable_binds(
+    document: &mut Value,
+    locations: &std::collections::BTreeMap<String, String>,
+) -> Outcome<()> {
+    document
+        .as_object_mut()
+        .ok_or_else(|| Failure::internal("editing userdata", "userdata is not a JSON object"))?
+        .insert("useBinds".into(), Value::Bool(true));
+    for (service, volume) in locations {
+        set_location(document, service, volume)?;
+    }
+    Ok(())
+}
+
+/// `useBinds = false`, and each service's `location` as given (`None`
+/// removes it).
+pub(crate) fn disable_binds(
+    document: &mut Value,
+    locations: &std::collections::BTreeMap<String, Option<String>>,
+) -> Outcome<()> {
+    document
+        .as_object_mut()
+        .ok_or_else(|| Failure::internal("editing userdata", "userdata is not a JSON object"))?
+        .insert("useBinds".into(), Value::Bool(false));
+    for (service, volume) in locations {
+        match volume {
+            Some(volume) => set_location(document, service, volume)?,
+            None => {
+                crate::domain::services::config::module_entry(document, service)?
+                    .remove("location");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets `modules.<service>.location` to the volume `volume`.
+pub(crate) fn set_location(document: &mut Value, service: &str, volume: &str) -> Outcome<()> {
+    crate::domain::services::config::module_entry(document, service)?
+        .insert("location".into(), Value::String(volume.to_owned()));
+    Ok(())
 }
 
 /// `userdata.volumes`, created if absent.

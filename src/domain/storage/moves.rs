@@ -22,11 +22,11 @@ use crate::domain::error::{Failure, FailureKind, Outcome};
 use crate::domain::i18n::Text;
 use crate::domain::jobs::{Job, JobRegistry, JobStatus, JobUpdate};
 use crate::domain::locks::{ServiceLease, ServiceLocks, ServiceOperation};
+use crate::domain::system::changes::UserdataChange;
 use crate::domain::system::rebuild::ConfigChange;
 use crate::os::copy;
 use crate::os::systemd::{JobOutcome, UnitAction};
 use crate::state::MoveRecord;
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -585,14 +585,11 @@ impl Storage {
         if userdata["modules"][&plan.service]["location"] == location && bound {
             return Ok(());
         }
-        let service = plan.service.clone();
-        let value = location.to_owned();
         let accepted =
             self.rebuilds
-                .change(ConfigChange::userdata(move |document: &mut Value| {
-                    let module = crate::domain::services::config::module_entry(document, &service)?;
-                    module.insert("location".into(), Value::String(value.clone()));
-                    Ok(())
+                .change(ConfigChange::from(UserdataChange::SetServiceLocation {
+                    service: plan.service.clone(),
+                    volume: location.to_owned(),
                 }))?;
         wait_for_job_end(&self.jobs, &accepted.job.uid, self.setup.rebuild_timeout).await
     }

@@ -8,13 +8,17 @@
 use crate::domain::error::{Failure, Outcome};
 use crate::domain::i18n::Text;
 use crate::domain::jobs::{Job, JobRegistry, JobStatus, JobUpdate};
+use crate::domain::services::catalogue::Catalogue;
+use crate::domain::system::changes::{ChangeContext, FileEdit, UserdataChange};
 use crate::os::files::{copy_atomically, write_atomically};
 use crate::os::journal;
 use crate::os::systemd::{JobOutcome, SystemdLink, UnitAction};
 use crate::os::userdata::UserdataFile;
+use crate::state::Store;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,27 +90,36 @@ impl RebuildKind {
     }
 }
 
-/// A change to the declared configuration (userdata), checked against the
-/// document it is applied to: the same check runs when the change is made
-/// and, if it was queued behind a running rebuild, when it is applied.
+/// A change to the declared configuration, as data: what it does to
+/// userdata and the edit of another file that comes with it. A change
+/// queued behind a running rebuild is stored as this (JSON) until the
+/// follow-up rebuild writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ConfigChange {
     /// Edits userdata (and refuses what is invalid).
-    pub userdata: UserdataEdit,
-    /// Runs just before the userdata edit is written: for example adding a
+    pub userdata: UserdataChange,
+    /// Made just before the userdata edit is written: for example adding a
     /// module's input to flake.nix. Queued with the change, restored with it.
     pub before_write: Option<FileEdit>,
 }
 
-pub type UserdataEdit = Box<dyn Fn(&mut Value) -> Outcome<()> + Send + Sync>;
-pub type FileEdit = Box<dyn Fn() -> Outcome<()> + Send + Sync>;
-
-impl ConfigChange {
-    pub fn userdata(edit: impl Fn(&mut Value) -> Outcome<()> + Send + Sync + 'static) -> Self {
+impl From<UserdataChange> for ConfigChange {
+    fn from(userdata: UserdataChange) -> Self {
         ConfigChange {
-            userdata: Box::new(edit),
+            userdata,
             before_write: None,
         }
     }
+}
+
+/// Where queued changes are kept and what applying a change needs.
+pub struct ChangeSetup {
+    pub store: Arc<Store>,
+    /// The service definitions settings are checked against.
+    pub catalogue: Catalogue,
+    /// flake.nix, which [`FileEdit`]s edit.
+    pub flake: PathBuf,
 }
 
 /// When an accepted change or rebuild request takes effect.
@@ -241,6 +254,7 @@ pub struct Rebuilds {
     /// How long a scheduled rebuild waits for more changes to join.
     debounce: Duration,
     config: AppliedConfig,
+    changes: ChangeSetup,
     phase: Mutex<Phase>,
 }
 
@@ -252,6 +266,7 @@ impl Rebuilds {
         run_timeout: Duration,
         debounce: Duration,
         config: AppliedConfig,
+        changes: ChangeSetup,
     ) -> Self {
         config.initialize();
         Rebuilds {
@@ -261,11 +276,12 @@ impl Rebuilds {
             run_timeout,
             debounce,
             config,
+            changes,
             phase: Mutex::new(Phase::Idle),
         }
     }
 
-    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
+    fn phase(&self) -> MutexGuard<'_, Phase> {
         self.phase.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -307,23 +323,30 @@ impl Rebuilds {
             Phase::Running { pending } => {
                 // Check now against the file as the queued changes before
                 // this one will leave it; apply later.
+                let context = self.context();
                 let mut preview = self.read_userdata()?;
                 if let Some((_, queued)) = pending.as_ref() {
                     for earlier in queued {
-                        let _ = (earlier.userdata)(&mut preview);
+                        let _ = earlier.userdata.apply(&mut preview, &context);
                     }
                 }
-                (change.userdata)(&mut preview)?;
+                change.userdata.apply(&mut preview, &context)?;
+                // Stored before the owner is told it is queued.
                 let job = match pending {
                     Some((uid, changes)) => {
                         let job = self.jobs.get(uid).ok_or_else(|| {
                             Failure::internal("queueing a change", "the queued job vanished")
                         })?;
+                        self.store_queued(uid, &change)?;
                         changes.push(change);
                         job
                     }
                     None => {
                         let job = self.create_job(RebuildKind::Rebuild)?;
+                        if let Err(failure) = self.store_queued(&job.uid, &change) {
+                            self.fail(&job.uid, failure.message.clone());
+                            return Err(failure);
+                        }
                         self.note(&job.uid, queued_text());
                         *pending = Some((job.uid.clone(), vec![change]));
                         job
@@ -338,7 +361,7 @@ impl Rebuilds {
                 let job = self.jobs.get(job).ok_or_else(|| {
                     Failure::internal("scheduling a rebuild", "the scheduled job vanished")
                 })?;
-                self.apply_now(&change)?;
+                self.apply_now(&change, &self.context())?;
                 Ok(Accepted {
                     job,
                     schedule: Schedule::Shortly,
@@ -346,10 +369,11 @@ impl Rebuilds {
             }
             Phase::Idle => {
                 // Nothing is written for a change that is refused.
+                let context = self.context();
                 let mut preview = self.read_userdata()?;
-                (change.userdata)(&mut preview)?;
+                change.userdata.apply(&mut preview, &context)?;
                 let job = self.create_job(RebuildKind::Rebuild)?;
-                if let Err(failure) = self.apply_now(&change) {
+                if let Err(failure) = self.apply_now(&change, &context) {
                     self.fail(&job.uid, failure.message.clone());
                     return Err(failure);
                 }
@@ -385,18 +409,76 @@ impl Rebuilds {
             .map_err(|e| Failure::internal("reading userdata", e))
     }
 
-    /// Checks the change against the file, runs its `before_write`, then
-    /// writes it. Callers hold the phase lock: config files are only ever
-    /// written under it.
-    fn apply_now(&self, change: &ConfigChange) -> Outcome<()> {
+    /// What changes are checked against now.
+    fn context(&self) -> ChangeContext {
+        ChangeContext {
+            definitions: self.changes.catalogue.definitions(),
+        }
+    }
+
+    /// Applies `change` to `document` (a copy the caller previews), as it
+    /// would be applied to userdata.
+    pub fn preview(&self, change: &UserdataChange, document: &mut Value) -> Outcome<()> {
+        change.apply(document, &self.context())
+    }
+
+    /// Keeps a change queued for the follow-up rebuild `uid`, durably.
+    fn store_queued(&self, uid: &str, change: &ConfigChange) -> Outcome<()> {
+        let json =
+            serde_json::to_string(change).map_err(|e| Failure::internal("queueing a change", e))?;
+        self.changes
+            .store
+            .queue_change(uid, &json)
+            .map_err(|e| Failure::internal("queueing a change", e))
+    }
+
+    /// The changes stored for the queued rebuild `uid`, in order, and a
+    /// description of each stored change this daemon cannot read (written
+    /// by a newer version).
+    fn stored_changes(&self, uid: &str) -> (Vec<ConfigChange>, Vec<String>) {
+        let records = match self.changes.store.queued_changes() {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::error!(uid, "reading the queued changes: {e}");
+                return (
+                    Vec::new(),
+                    vec![format!("the queue could not be read: {e}")],
+                );
+            }
+        };
+        let mut changes = Vec::new();
+        let mut unreadable = Vec::new();
+        for record in records.into_iter().filter(|r| r.job_uid == uid) {
+            match serde_json::from_str::<ConfigChange>(&record.change) {
+                Ok(change) => changes.push(change),
+                Err(e) => {
+                    // Not the decoder's message: it may quote a field.
+                    tracing::error!(
+                        uid,
+                        kind = unreadable_change(&record.change),
+                        "a queued change cannot be read ({:?} error at column {})",
+                        e.classify(),
+                        e.column()
+                    );
+                    unreadable.push(unreadable_change(&record.change));
+                }
+            }
+        }
+        (changes, unreadable)
+    }
+
+    /// Checks the change against the file, makes its `before_write` edit,
+    /// then writes it. Callers hold the phase lock: config files are only
+    /// ever written under it.
+    fn apply_now(&self, change: &ConfigChange, context: &ChangeContext) -> Outcome<()> {
         let mut preview = self.read_userdata()?;
-        (change.userdata)(&mut preview)?;
-        if let Some(before_write) = &change.before_write {
-            before_write()?;
+        change.userdata.apply(&mut preview, context)?;
+        if let Some(edit) = &change.before_write {
+            edit.apply(&self.changes.flake)?;
         }
         self.config
             .userdata
-            .update(|document| (change.userdata)(document))
+            .update(|document| change.userdata.apply(document, context))
             .map_err(|e| Failure::internal("writing userdata", e))?
     }
 
@@ -480,27 +562,62 @@ impl Rebuilds {
     }
 
     /// A rebuild that was scheduled or queued when the daemon stopped: it
-    /// builds the configuration as saved (a scheduled change is in it; one
-    /// still queued in memory was lost, and the job says so).
+    /// builds the configuration as saved, with the changes that were
+    /// queued for it (kept in the state database) applied first.
     fn resume_unstarted(self: &Arc<Self>, kind: RebuildKind, job: Job) {
-        self.note(
-            &job.uid,
+        let (changes, unreadable) = self.stored_changes(&job.uid);
+        let text = if changes.is_empty() {
             Text::new(
-                "The API restarted before this rebuild started; it builds the configuration as saved (changes still queued then were lost: check the settings)",
-                "Служба API перезапустилась до начала пересборки; собирается сохранённая конфигурация (изменения, ещё стоявшие в очереди, потеряны: проверьте настройки)",
-            ),
-        );
+                "The API restarted before this rebuild started; it builds the configuration as saved",
+                "Служба API перезапустилась до начала пересборки; собирается сохранённая конфигурация",
+            )
+        } else {
+            let count = changes.len();
+            Text::new(
+                format!(
+                    "The API restarted before this rebuild started; the {count} change(s) queued for it were kept across the restart and are applied when it starts"
+                ),
+                format!(
+                    "Служба API перезапустилась до начала пересборки; изменения в очереди ({count}) сохранены при перезапуске и будут применены при её начале"
+                ),
+            )
+        };
+        self.note(&job.uid, text);
+        if !unreadable.is_empty() {
+            // Reported, never dropped silently: the owner made them.
+            self.add_error(
+                &job.uid,
+                Text::new(
+                    format!(
+                        "Some queued changes could not be read (saved by a newer version of the API?) and were not applied: {}",
+                        unreadable.join("; ")
+                    ),
+                    format!(
+                        "Некоторые изменения из очереди не удалось прочитать (сохранены более новой версией API?), они не применены: {}",
+                        unreadable.join("; ")
+                    ),
+                ),
+            );
+        }
         let mut phase = self.phase();
         match &mut *phase {
             Phase::Idle | Phase::Scheduled { .. } => {
-                *phase = Phase::Running { pending: None };
-                drop(phase);
-                self.spawn_run(kind, job.uid);
+                if kind == RebuildKind::Rebuild {
+                    self.start_follow_up(phase, job.uid, changes);
+                } else {
+                    *phase = Phase::Running { pending: None };
+                    drop(phase);
+                    self.spawn_run(kind, job.uid);
+                }
             }
             Phase::Running { pending } => match pending {
-                None => *pending = Some((job.uid, Vec::new())),
-                Some((first, _)) => {
+                None => *pending = Some((job.uid, changes)),
+                Some((first, queued)) => {
                     let first = first.clone();
+                    queued.extend(changes);
+                    if let Err(e) = self.changes.store.move_queued_changes(&job.uid, &first) {
+                        tracing::error!(uid = %job.uid, "handing queued changes to {first}: {e}");
+                    }
                     drop(phase);
                     self.fail(
                         &job.uid,
@@ -620,29 +737,63 @@ impl Rebuilds {
             *phase = Phase::Idle;
             return;
         };
+        self.start_follow_up(phase, next, changes);
+    }
+
+    /// Applies the changes queued for the rebuild `next` and starts it.
+    /// Each is checked again against the file as it is now; one refused is
+    /// said in the job's error, the others are applied.
+    fn start_follow_up(
+        self: &Arc<Self>,
+        mut phase: MutexGuard<'_, Phase>,
+        next: String,
+        changes: Vec<ConfigChange>,
+    ) {
+        let context = self.context();
         let mut refused = Vec::new();
         for change in &changes {
-            if let Err(failure) = self.apply_now(change) {
+            if let Err(failure) = self.apply_now(change, &context) {
                 refused.push(failure.message.en.clone());
             }
+        }
+        // Removed only once userdata holds them, so a crash loses none. A
+        // crash between the two applies them again at the next start,
+        // which does no harm: a change that sets values (services,
+        // settings, locations, volumes) sets the same values again, and
+        // one that adds or removes (users, SSH keys) finds it done and is
+        // refused, leaving the file as it is (the job then names it).
+        if let Err(e) = self.changes.store.remove_queued_changes(&next) {
+            tracing::error!(uid = %next, "removing applied changes from the queue: {e}");
         }
         if !refused.is_empty() {
             // In `error`, which the run keeps (a status text it would not):
             // the app was told these changes were queued.
-            self.update(
+            self.add_error(
                 &next,
-                JobUpdate {
-                    error: Some(Text::untranslated(format!(
-                        "Some queued changes were not applied: {}",
-                        refused.join("; ")
-                    ))),
-                    ..Default::default()
-                },
+                Text::untranslated(format!(
+                    "Some queued changes were not applied: {}",
+                    refused.join("; ")
+                )),
             );
         }
         *phase = Phase::Running { pending: None };
         drop(phase);
         self.spawn_run(RebuildKind::Rebuild, next);
+    }
+
+    /// Adds `error` to the job's error, after what it says already.
+    fn add_error(&self, uid: &str, error: Text) {
+        let error = match self.jobs.get(uid).and_then(|job| job.error) {
+            Some(earlier) => joined(&earlier, &error),
+            None => error,
+        };
+        self.update(
+            uid,
+            JobUpdate {
+                error: Some(error),
+                ..Default::default()
+            },
+        );
     }
 
     /// The update that ends the job: FINISHED, or ERROR with `error`. An
@@ -902,6 +1053,17 @@ fn joined(first: &Text, second: &Text) -> Text {
     }
 }
 
+/// What a stored change this daemon cannot read is named by in the job
+/// and the log: its kind if that can be told, never its fields (nor the
+/// decoder's message, which may quote them: a password hash may be among
+/// them).
+fn unreadable_change(stored: &str) -> String {
+    serde_json::from_str::<Value>(stored)
+        .ok()
+        .and_then(|v| v["userdata"]["change"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "an unreadable entry".to_owned())
+}
+
 fn queued_text() -> Text {
     Text::new(
         "Queued: starts when the rebuild under way has finished; its changes are checked again then",
@@ -934,6 +1096,15 @@ mod tests {
                    warning: error(s) occurred while switching to the new configuration";
         assert_eq!(failed_units(log), ["a.service", "b@x.service"]);
         assert!(failed_units("building the system configuration...").is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_change_is_named_by_its_kind_only() {
+        let stored = r#"{"userdata": {"change": "addAdmin", "hashedPassword": "$6$secret"}}"#;
+        let named = unreadable_change(stored);
+        assert_eq!(named, "addAdmin");
+        assert!(serde_json::from_str::<ConfigChange>(stored).is_err());
+        assert_eq!(unreadable_change("{not json"), "an unreadable entry");
     }
 
     #[test]

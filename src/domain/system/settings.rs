@@ -3,6 +3,7 @@
 //! change is checked first (nothing is written for a bad one) and then
 //! applied by a rebuild.
 
+use super::changes::UserdataChange;
 use super::rebuild::{Accepted, ConfigChange, Rebuilds};
 use crate::domain::error::{Failure, Outcome};
 use crate::os::secrets::SecretsFile;
@@ -87,6 +88,51 @@ fn section<'a>(document: &'a mut Value, key: &str) -> Outcome<&'a mut Map<String
         .ok_or_else(invalid)
 }
 
+pub(crate) fn set_timezone(document: &mut Value, timezone: &str) -> Outcome<()> {
+    document
+        .as_object_mut()
+        .ok_or_else(|| {
+            Failure::internal("changing userdata", "userdata.json is not a JSON object")
+        })?
+        .insert("timezone".into(), Value::String(timezone.to_owned()));
+    Ok(())
+}
+
+/// Sets what is given of `autoUpgrade.{enable, allowReboot}`.
+pub(crate) fn set_auto_upgrade(
+    document: &mut Value,
+    enable: Option<bool>,
+    allow_reboot: Option<bool>,
+) -> Outcome<()> {
+    let upgrade = section(document, "autoUpgrade")?;
+    if let Some(enable) = enable {
+        upgrade.insert("enable".into(), Value::Bool(enable));
+    }
+    if let Some(allow_reboot) = allow_reboot {
+        upgrade.insert("allowReboot".into(), Value::Bool(allow_reboot));
+    }
+    Ok(())
+}
+
+/// Sets `ssh.enable`; password logins can only be turned off.
+pub(crate) fn set_ssh(
+    document: &mut Value,
+    enable: bool,
+    turn_off_password_authentication: bool,
+) -> Outcome<()> {
+    let ssh = section(document, "ssh")?;
+    ssh.insert("enable".into(), Value::Bool(enable));
+    if turn_off_password_authentication {
+        ssh.insert("passwordAuthentication".into(), Value::Bool(false));
+    }
+    Ok(())
+}
+
+pub(crate) fn set_dns_provider(document: &mut Value, provider: &str) -> Outcome<()> {
+    section(document, "dns")?.insert("provider".into(), Value::String(provider.to_owned()));
+    Ok(())
+}
+
 /// The DNS providers the NixOS configuration can get certificates with,
 /// by their names in userdata.
 pub const DNS_PROVIDERS: [&str; 4] = ["CLOUDFLARE", "DIGITALOCEAN", "DESEC", "PORKBUN"];
@@ -135,10 +181,10 @@ impl SystemSettings {
 
     /// Makes the change and returns the settings as it leaves them (also
     /// when it is queued behind a running rebuild and not written yet).
-    fn change(&self, change: ConfigChange) -> Outcome<(Settings, Accepted)> {
+    fn change(&self, change: UserdataChange) -> Outcome<(Settings, Accepted)> {
         let mut preview = self.userdata()?;
-        (change.userdata)(&mut preview)?;
-        let accepted = self.rebuilds.change(change)?;
+        self.rebuilds.preview(&change, &mut preview)?;
+        let accepted = self.rebuilds.change(ConfigChange::from(change))?;
         Ok((Settings::of(&preview), accepted))
     }
 
@@ -149,16 +195,9 @@ impl SystemSettings {
                 format!("Неверный часовой пояс: {timezone:?} нет в базе часовых поясов"),
             ));
         }
-        let timezone = timezone.to_owned();
-        self.change(ConfigChange::userdata(move |document: &mut Value| {
-            document
-                .as_object_mut()
-                .ok_or_else(|| {
-                    Failure::internal("changing userdata", "userdata.json is not a JSON object")
-                })?
-                .insert("timezone".into(), Value::String(timezone.clone()));
-            Ok(())
-        }))
+        self.change(UserdataChange::SetTimezone {
+            timezone: timezone.to_owned(),
+        })
     }
 
     pub fn change_auto_upgrade(
@@ -166,16 +205,10 @@ impl SystemSettings {
         enable: Option<bool>,
         allow_reboot: Option<bool>,
     ) -> Outcome<(Settings, Accepted)> {
-        self.change(ConfigChange::userdata(move |document: &mut Value| {
-            let upgrade = section(document, "autoUpgrade")?;
-            if let Some(enable) = enable {
-                upgrade.insert("enable".into(), Value::Bool(enable));
-            }
-            if let Some(allow_reboot) = allow_reboot {
-                upgrade.insert("allowReboot".into(), Value::Bool(allow_reboot));
-            }
-            Ok(())
-        }))
+        self.change(UserdataChange::SetAutoUpgrade {
+            enable,
+            allow_reboot,
+        })
     }
 
     /// Password logins are not offered: asking to turn them on is refused.
@@ -190,14 +223,10 @@ impl SystemSettings {
                 "Из соображений безопасности вход по паролю больше не поддерживается. Используйте SSH-ключи.",
             ));
         }
-        self.change(ConfigChange::userdata(move |document: &mut Value| {
-            let ssh = section(document, "ssh")?;
-            ssh.insert("enable".into(), Value::Bool(enable));
-            if password_authentication.is_some() {
-                ssh.insert("passwordAuthentication".into(), Value::Bool(false));
-            }
-            Ok(())
-        }))
+        self.change(UserdataChange::SetSsh {
+            enable,
+            turn_off_password_authentication: password_authentication.is_some(),
+        })
     }
 
     /// Keeps the provider's credentials in the secrets file (never in
@@ -229,12 +258,11 @@ impl SystemSettings {
             }
         }
         // Checked against the document before anything is written.
-        let mut preview = self.userdata()?;
-        let name_provider = move |document: &mut Value| {
-            section(document, "dns")?.insert("provider".into(), Value::String(provider.into()));
-            Ok(())
+        let name_provider = UserdataChange::SetDnsProvider {
+            provider: provider.to_owned(),
         };
-        name_provider(&mut preview)?;
+        self.rebuilds
+            .preview(&name_provider, &mut self.userdata()?)?;
         self.secrets
             .update(|secrets| {
                 let dns = secrets
@@ -256,7 +284,7 @@ impl SystemSettings {
             })
             .map_err(|e| Failure::internal("writing the secrets file", e))?;
         tracing::info!(provider, "DNS provider credentials stored");
-        self.rebuilds.change(ConfigChange::userdata(name_provider))
+        self.rebuilds.change(ConfigChange::from(name_provider))
     }
 }
 

@@ -7,6 +7,7 @@ use super::{
     primary_username, user_entries, user_not_found, validation,
 };
 use crate::domain::error::{Failure, Outcome};
+use crate::domain::system::changes::UserdataChange;
 use crate::domain::system::rebuild::{Accepted, ConfigChange, Rebuilds};
 use crate::os::userdata::UserdataFile;
 use async_trait::async_trait;
@@ -54,6 +55,62 @@ fn no_groups_here() -> Failure {
     )
 }
 
+/// Adds `username` to `userdata.users` (refused if the name is taken).
+pub(crate) fn add_user(d: &mut Value, username: &str, hashed_password: &str) -> Outcome<()> {
+    if accounts_in(d).iter().any(|a| a.username == username) {
+        return Err(already_exists(username));
+    }
+    let object = d
+        .as_object_mut()
+        .ok_or_else(|| Failure::internal("adding a user", "userdata is not a JSON object"))?;
+    let users = object.entry("users").or_insert_with(|| json!([]));
+    if users.is_null() {
+        *users = json!([]);
+    }
+    let users = users
+        .as_array_mut()
+        .ok_or_else(|| Failure::internal("adding a user", "userdata.users is not a list"))?;
+    users.push(json!({ "username": username, "hashedPassword": hashed_password, "sshKeys": [] }));
+    Ok(())
+}
+
+/// Sets the password hash of the primary user or of one in `users`.
+pub(crate) fn set_password(d: &mut Value, username: &str, hashed_password: &str) -> Outcome<()> {
+    let entry = if primary_username(d) == Some(username) {
+        Some(d)
+    } else {
+        d.get_mut("users")
+            .and_then(Value::as_array_mut)
+            .and_then(|users| {
+                users
+                    .iter_mut()
+                    .find(|u| u.get("username").and_then(Value::as_str) == Some(username))
+            })
+    };
+    let entry = entry
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| user_not_found(username))?;
+    entry.insert(
+        "hashedPassword".into(),
+        Value::String(hashed_password.to_owned()),
+    );
+    Ok(())
+}
+
+/// Removes `username` from `userdata.users` (refused if it is not there).
+pub(crate) fn delete_user(d: &mut Value, username: &str) -> Outcome<()> {
+    let users = d
+        .get_mut("users")
+        .and_then(Value::as_array_mut)
+        .ok_or_else(|| user_not_found(username))?;
+    let before = users.len();
+    users.retain(|u| u.get("username").and_then(Value::as_str) != Some(username));
+    if users.len() == before {
+        return Err(user_not_found(username));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl UserRepository for JsonUsers {
     async fn list(&self) -> Outcome<Vec<Account>> {
@@ -82,24 +139,12 @@ impl UserRepository for JsonUsers {
                 )
             })?;
         let hash = validation::hash_password(password)?;
-        let username = input.username.clone();
-        let accepted = self.rebuilds.change(ConfigChange::userdata(move |d| {
-            if accounts_in(d).iter().any(|a| a.username == username) {
-                return Err(already_exists(&username));
-            }
-            let object = d.as_object_mut().ok_or_else(|| {
-                Failure::internal("adding a user", "userdata is not a JSON object")
-            })?;
-            let users = object.entry("users").or_insert_with(|| json!([]));
-            if users.is_null() {
-                *users = json!([]);
-            }
-            let users = users.as_array_mut().ok_or_else(|| {
-                Failure::internal("adding a user", "userdata.users is not a list")
-            })?;
-            users.push(json!({ "username": username, "hashedPassword": hash, "sshKeys": [] }));
-            Ok(())
-        }))?;
+        let accepted = self
+            .rebuilds
+            .change(ConfigChange::from(UserdataChange::AddUser {
+                username: input.username.clone(),
+                hashed_password: hash,
+            }))?;
         Ok(Changed {
             account: Account::plain(&input.username, UserKind::Normal),
             rebuild: Some(accepted),
@@ -122,25 +167,12 @@ impl UserRepository for JsonUsers {
             });
         };
         let hash = validation::hash_password(password)?;
-        let username = input.username.clone();
-        let accepted = self.rebuilds.change(ConfigChange::userdata(move |d| {
-            let entry = if primary_username(d) == Some(username.as_str()) {
-                Some(d)
-            } else {
-                d.get_mut("users")
-                    .and_then(Value::as_array_mut)
-                    .and_then(|users| {
-                        users.iter_mut().find(|u| {
-                            u.get("username").and_then(Value::as_str) == Some(username.as_str())
-                        })
-                    })
-            };
-            let entry = entry
-                .and_then(Value::as_object_mut)
-                .ok_or_else(|| user_not_found(&username))?;
-            entry.insert("hashedPassword".into(), Value::String(hash.clone()));
-            Ok(())
-        }))?;
+        let accepted =
+            self.rebuilds
+                .change(ConfigChange::from(UserdataChange::SetUserPassword {
+                    username: input.username.clone(),
+                    hashed_password: hash,
+                }))?;
         Ok(Changed {
             account,
             rebuild: Some(accepted),
@@ -148,19 +180,11 @@ impl UserRepository for JsonUsers {
     }
 
     async fn delete(&self, username: &str) -> Outcome<Option<Accepted>> {
-        let name = username.to_owned();
-        let accepted = self.rebuilds.change(ConfigChange::userdata(move |d| {
-            let users = d
-                .get_mut("users")
-                .and_then(Value::as_array_mut)
-                .ok_or_else(|| user_not_found(&name))?;
-            let before = users.len();
-            users.retain(|u| u.get("username").and_then(Value::as_str) != Some(name.as_str()));
-            if users.len() == before {
-                return Err(user_not_found(&name));
-            }
-            Ok(())
-        }))?;
+        let accepted = self
+            .rebuilds
+            .change(ConfigChange::from(UserdataChange::DeleteUser {
+                username: username.to_owned(),
+            }))?;
         Ok(Some(accepted))
     }
 

@@ -9,6 +9,7 @@ pub mod validation;
 
 use super::error::{Failure, FailureKind, Outcome};
 use super::i18n::Text;
+use super::system::changes::UserdataChange;
 use super::system::rebuild::{Accepted, ConfigChange, Rebuilds};
 use crate::os::userdata::UserdataFile;
 use async_trait::async_trait;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 /// The account whose SSH keys are `ssh.rootKeys`.
 pub const ROOT: &str = "root";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum UserKind {
     Root,
     /// The server's owner (userdata's top-level user; in Kanidm, a member
@@ -248,11 +249,11 @@ impl Users {
         // Kanidm users keep their SSH keys in userdata: remove them too.
         let document = self.read_userdata()?;
         if has_user_entry(&document, username) {
-            let name = username.to_owned();
-            rebuilds.push(self.rebuilds.change(ConfigChange::userdata(move |d| {
-                remove_user_entry(d, &name);
-                Ok(())
-            }))?);
+            rebuilds.push(self.rebuilds.change(ConfigChange::from(
+                UserdataChange::ForgetUserEntry {
+                    username: username.to_owned(),
+                },
+            ))?);
         }
         Ok(rebuilds)
     }
@@ -271,21 +272,13 @@ impl Users {
                 "Этот SSH-ключ уже добавлен",
             ));
         }
-        let (name, kind, stored) = (username.to_owned(), user.account.kind, key.clone());
-        let accepted = self.rebuilds.change(ConfigChange::userdata(move |d| {
-            let keys = ssh_keys_mut(d, &name, kind)?;
-            if keys
-                .iter()
-                .any(|k| k.as_str().map(validation::key_identity).as_deref() == Some(&identity))
-            {
-                return Err(Failure::conflict(
-                    "This SSH key is already there",
-                    "Этот SSH-ключ уже добавлен",
-                ));
-            }
-            keys.push(Value::String(stored.clone()));
-            Ok(())
-        }))?;
+        let accepted = self
+            .rebuilds
+            .change(ConfigChange::from(UserdataChange::AddSshKey {
+                username: username.to_owned(),
+                kind: user.account.kind,
+                key: key.clone(),
+            }))?;
         user.ssh_keys.push(key);
         Ok((user, accepted))
     }
@@ -303,19 +296,13 @@ impl Users {
                 "У этого пользователя нет такого SSH-ключа",
             ));
         }
-        let (name, kind, wanted) = (username.to_owned(), user.account.kind, identity.clone());
-        let accepted = self.rebuilds.change(ConfigChange::userdata(move |d| {
-            let keys = ssh_keys_mut(d, &name, kind)?;
-            let before = keys.len();
-            keys.retain(|k| k.as_str().map(validation::key_identity).as_deref() != Some(&wanted));
-            if keys.len() == before {
-                return Err(Failure::not_found(
-                    "No such SSH key for this user",
-                    "У этого пользователя нет такого SSH-ключа",
-                ));
-            }
-            Ok(())
-        }))?;
+        let accepted = self
+            .rebuilds
+            .change(ConfigChange::from(UserdataChange::RemoveSshKey {
+                username: username.to_owned(),
+                kind: user.account.kind,
+                key: key.to_owned(),
+            }))?;
         user.ssh_keys
             .retain(|k| validation::key_identity(k) != identity);
         Ok((user, accepted))
@@ -372,7 +359,7 @@ fn has_user_entry(document: &Value, username: &str) -> bool {
     user_entries(document).any(|u| u.get("username").and_then(Value::as_str) == Some(username))
 }
 
-fn remove_user_entry(document: &mut Value, username: &str) {
+pub(crate) fn remove_user_entry(document: &mut Value, username: &str) {
     if let Some(users) = document.get_mut("users").and_then(Value::as_array_mut) {
         users.retain(|u| u.get("username").and_then(Value::as_str) != Some(username));
     }
@@ -409,6 +396,44 @@ fn object_member<'a>(value: &'a mut Value, key: &str, empty: Value) -> Outcome<&
         *member = empty;
     }
     Ok(member)
+}
+
+/// Adds `key` to the user's keys (refused if a key with its identity is
+/// there already).
+pub(crate) fn add_ssh_key(d: &mut Value, username: &str, kind: UserKind, key: &str) -> Outcome<()> {
+    let identity = validation::key_identity(key);
+    let keys = ssh_keys_mut(d, username, kind)?;
+    if keys
+        .iter()
+        .any(|k| k.as_str().map(validation::key_identity).as_deref() == Some(&identity))
+    {
+        return Err(Failure::conflict(
+            "This SSH key is already there",
+            "Этот SSH-ключ уже добавлен",
+        ));
+    }
+    keys.push(Value::String(key.to_owned()));
+    Ok(())
+}
+
+/// Removes the user's keys with the identity of `key` (refused if none).
+pub(crate) fn remove_ssh_key(
+    d: &mut Value,
+    username: &str,
+    kind: UserKind,
+    key: &str,
+) -> Outcome<()> {
+    let wanted = validation::key_identity(key);
+    let keys = ssh_keys_mut(d, username, kind)?;
+    let before = keys.len();
+    keys.retain(|k| k.as_str().map(validation::key_identity).as_deref() != Some(&wanted));
+    if keys.len() == before {
+        return Err(Failure::not_found(
+            "No such SSH key for this user",
+            "У этого пользователя нет такого SSH-ключа",
+        ));
+    }
+    Ok(())
 }
 
 /// The list a user's SSH keys are kept in; a Kanidm user without an entry
