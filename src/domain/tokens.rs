@@ -131,6 +131,7 @@ impl TokenService {
 
     /// A new token for a new device (the installer's first token, `token new`).
     pub fn create_token(&self, device_name: &str) -> Outcome<Issued> {
+        check_device_name(device_name)?;
         let secret = random_token();
         let device = self.unique_device_name(device_name);
         self.store
@@ -149,6 +150,7 @@ impl TokenService {
                 "Токен должен состоять из 32–512 видимых символов ASCII",
             ));
         }
+        check_device_name(device_name)?;
         let device = sanitize_device_name(device_name);
         if self.devices().iter().any(|d| d.name == device) {
             return Err(Failure::conflict(
@@ -256,6 +258,7 @@ impl TokenService {
 
     /// Trades the recovery key's words for a token for a new device.
     pub fn use_recovery_key(&self, words: &str, device_name: &str) -> Outcome<Issued> {
+        check_device_name(device_name)?;
         let key = self.matching_key(KeyKind::Recovery, words)?;
         let spend = KeySpend::SetUsesLeft(key.uses_left.map(|n| n - 1));
         self.spend_key(KeyKind::Recovery, &key, spend, device_name)
@@ -281,6 +284,7 @@ impl TokenService {
     }
 
     pub fn use_new_device_key(&self, words: &str, device_name: &str) -> Outcome<Issued> {
+        check_device_name(device_name)?;
         let key = self.matching_key(KeyKind::NewDevice, words)?;
         self.spend_key(KeyKind::NewDevice, &key, KeySpend::Delete, device_name)
     }
@@ -390,6 +394,21 @@ fn key_not_found(kind: KeyKind) -> Failure {
             "Ключ для нового устройства не найден",
         ),
     }
+}
+
+/// Longest device name taken: a phone's model name fits many times over,
+/// and the devices list every client reads stays small.
+pub const MAX_DEVICE_NAME_CHARS: usize = 128;
+
+/// Refused before any key is checked or spent.
+fn check_device_name(name: &str) -> Outcome<()> {
+    if name.chars().count() > MAX_DEVICE_NAME_CHARS {
+        return Err(Failure::bad_input(
+            format!("A device name must be at most {MAX_DEVICE_NAME_CHARS} characters"),
+            format!("Имя устройства должно быть не длиннее {MAX_DEVICE_NAME_CHARS} символов"),
+        ));
+    }
+    Ok(())
 }
 
 /// Letters and digits stay, everything else becomes `_`; nothing at all
@@ -592,6 +611,19 @@ mod tests {
         let b = tokens.create_token("phone").unwrap();
         assert_eq!(a.device, "phone");
         assert!(b.device.starts_with("phone") && b.device.len() == 6);
+    }
+
+    #[test]
+    fn an_overlong_device_name_is_refused_and_the_key_kept() {
+        let (tokens, _) = service();
+        let long = "a".repeat(MAX_DEVICE_NAME_CHARS + 1);
+        assert!(tokens.create_token(&long).is_err());
+        let key = tokens.new_device_key().unwrap();
+        let refused = tokens.use_new_device_key(&key, &long).unwrap_err();
+        assert!(refused.to_string().contains("at most 128"), "{refused}");
+        let name = "é".repeat(MAX_DEVICE_NAME_CHARS);
+        let issued = tokens.use_new_device_key(&key, &name).unwrap();
+        assert_eq!(issued.device, "_".repeat(MAX_DEVICE_NAME_CHARS));
     }
 
     #[test]

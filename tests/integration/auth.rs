@@ -6,17 +6,17 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-const INTROSPECTION: &str = r#"{ __schema {
+pub const INTROSPECTION: &str = r#"{ __schema {
   queryType { name } mutationType { name } subscriptionType { name }
   types { name kind enumValues { name }
     inputFields { name defaultValue type { ...T } }
     fields(includeDeprecated: true) { name type { ...T } args { name defaultValue type { ...T } } } } } }
 fragment T on __Type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } }"#;
 
-struct Types(HashMap<String, Value>);
+pub struct Types(HashMap<String, Value>);
 
 impl Types {
-    fn get(&self, name: &str) -> &Value {
+    pub fn get(&self, name: &str) -> &Value {
         &self.0[name]
     }
 
@@ -29,7 +29,7 @@ impl Types {
             .unwrap_or_else(|| panic!("{type_name}.{field} is not in the schema"))
     }
 
-    fn introspect(schema: &Value) -> Types {
+    pub fn introspect(schema: &Value) -> Types {
         Types(
             schema["data"]["__schema"]["types"]
                 .as_array()

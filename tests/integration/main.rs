@@ -8,6 +8,7 @@ mod app_operations;
 mod auth;
 mod autobackup;
 mod backups;
+mod bad_input;
 mod catalogue;
 mod jobs;
 mod limits;

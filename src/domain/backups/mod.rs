@@ -240,6 +240,23 @@ impl Backups {
             autobackup_period: previous.autobackup_period,
             quotas: previous.quotas,
         };
+        if settings.provider == Provider::File {
+            // A link on the way would put the repository (and what restic
+            // creates) somewhere other than the path the owner gave.
+            let location = repository::repository(&settings, &self.files, &self.sftp)?.location;
+            if let Some(link) = crate::os::files::first_symlink(Path::new(&location)) {
+                return Err(Failure::bad_input(
+                    format!(
+                        "The repository path goes through a symbolic link: {}",
+                        link.display()
+                    ),
+                    format!(
+                        "Путь к хранилищу проходит через символическую ссылку: {}",
+                        link.display()
+                    ),
+                ));
+            }
+        }
         let old_key = self.files.encryption_key()?;
         self.files.save_encryption_key(&key)?;
         let restic = self.restic_for(&settings)?;
@@ -247,6 +264,7 @@ impl Backups {
             let path = PathBuf::from(
                 &repository::repository(&settings, &self.files, &self.sftp)?.location,
             );
+
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| Failure::internal("creating the repository's folder", e))?;
