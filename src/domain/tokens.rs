@@ -468,6 +468,24 @@ impl TooManyAttempts {
     }
 }
 
+/// What a client presented, named in the throttle's log (never the value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    DeviceToken,
+    RecoveryKey,
+    NewDeviceKey,
+}
+
+impl Credential {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Credential::DeviceToken => "device token",
+            Credential::RecoveryKey => "recovery key",
+            Credential::NewDeviceKey => "new device key",
+        }
+    }
+}
+
 impl AuthThrottle {
     const FREE_FAILURES: u32 = 5;
     const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
@@ -492,7 +510,11 @@ impl AuthThrottle {
 
     /// Takes this client's next slot: how long to wait before checking its
     /// attempt, or a refusal when its queue is full.
-    pub fn reserve(&self, client: &str) -> Result<std::time::Duration, TooManyAttempts> {
+    pub fn reserve(
+        &self,
+        client: &str,
+        credential: Credential,
+    ) -> Result<std::time::Duration, TooManyAttempts> {
         let now = std::time::Instant::now();
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         let Some(entry) = clients.get_mut(client) else {
@@ -508,6 +530,7 @@ impl AuthThrottle {
             if entry.refused.is_power_of_two() {
                 tracing::warn!(
                     client,
+                    credential = credential.as_str(),
                     refused = entry.refused,
                     "too many authentication attempts queued: refusing without checking"
                 );
@@ -518,7 +541,7 @@ impl AuthThrottle {
         Ok(slot - now)
     }
 
-    pub fn record_failure(&self, client: &str) {
+    pub fn record_failure(&self, client: &str, credential: Credential) {
         let now = std::time::Instant::now();
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if clients.len() >= Self::MAX_CLIENTS && !clients.contains_key(client) {
@@ -544,16 +567,21 @@ impl AuthThrottle {
         if entry.count > Self::FREE_FAILURES {
             tracing::warn!(
                 client,
+                credential = credential.as_str(),
                 failures = entry.count,
-                "repeated authentication failures"
+                "repeated authentication failures: slowing this client down"
             );
         }
     }
 
     /// Waits for this client's turn to make an attempt (at once for a
     /// client in good standing).
-    pub async fn wait_turn(&self, client: &str) -> Result<(), TooManyAttempts> {
-        let wait = self.reserve(client)?;
+    pub async fn wait_turn(
+        &self,
+        client: &str,
+        credential: Credential,
+    ) -> Result<(), TooManyAttempts> {
+        let wait = self.reserve(client, credential)?;
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -565,13 +593,14 @@ impl AuthThrottle {
     pub async fn attempt<T, E>(
         &self,
         client: &str,
+        credential: Credential,
         check: impl FnOnce() -> Result<T, E>,
     ) -> Result<Result<T, E>, TooManyAttempts> {
-        self.wait_turn(client).await?;
+        self.wait_turn(client, credential).await?;
         let outcome = check();
         match &outcome {
             Ok(_) => self.forgive(client),
-            Err(_) => self.record_failure(client),
+            Err(_) => self.record_failure(client, credential),
         }
         Ok(outcome)
     }
@@ -728,29 +757,43 @@ mod tests {
     fn throttle_spaces_out_attempts_after_free_failures() {
         let throttle = AuthThrottle::new();
         for _ in 0..5 {
-            throttle.record_failure("1.2.3.4");
+            throttle.record_failure("1.2.3.4", Credential::RecoveryKey);
         }
-        assert!(throttle.reserve("1.2.3.4").unwrap().is_zero());
-        throttle.record_failure("1.2.3.4");
+        assert!(
+            throttle
+                .reserve("1.2.3.4", Credential::DeviceToken)
+                .unwrap()
+                .is_zero()
+        );
+        throttle.record_failure("1.2.3.4", Credential::RecoveryKey);
         // Slots are taken before the attempts are checked: parallel
         // attempts queue up behind each other.
-        let first = throttle.reserve("1.2.3.4").unwrap();
-        let second = throttle.reserve("1.2.3.4").unwrap();
+        let first = throttle
+            .reserve("1.2.3.4", Credential::DeviceToken)
+            .unwrap();
+        let second = throttle
+            .reserve("1.2.3.4", Credential::DeviceToken)
+            .unwrap();
         assert!(!first.is_zero());
         assert!(second > first, "parallel attempts queue up");
-        assert!(throttle.reserve("5.6.7.8").unwrap().is_zero());
+        assert!(
+            throttle
+                .reserve("5.6.7.8", Credential::DeviceToken)
+                .unwrap()
+                .is_zero()
+        );
     }
 
     #[test]
     fn past_the_queue_budget_attempts_are_refused_at_once() {
         let throttle = AuthThrottle::new();
         for _ in 0..12 {
-            throttle.record_failure("1.2.3.4");
+            throttle.record_failure("1.2.3.4", Credential::RecoveryKey);
         }
         let mut queued = 0;
         let mut refused = 0;
         for _ in 0..1000 {
-            match throttle.reserve("1.2.3.4") {
+            match throttle.reserve("1.2.3.4", Credential::DeviceToken) {
                 Ok(wait) => {
                     assert!(wait <= AuthThrottle::MAX_QUEUE);
                     queued += 1;
@@ -761,6 +804,11 @@ mod tests {
         assert!(queued <= 2, "{queued} queued");
         assert_eq!(refused, 1000 - queued);
         throttle.forgive("1.2.3.4");
-        assert!(throttle.reserve("1.2.3.4").unwrap().is_zero());
+        assert!(
+            throttle
+                .reserve("1.2.3.4", Credential::DeviceToken)
+                .unwrap()
+                .is_zero()
+        );
     }
 }
