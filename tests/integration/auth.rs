@@ -162,7 +162,7 @@ async fn assert_only_public_fields_answer(
                 } else {
                     "Mutation"
                 };
-                assert_spec_conformant(&types, root, &document, &response);
+                assert_spec_conformant(types, root, &document, &response);
                 let refused = is_unauthenticated(&response);
                 if public
                     .iter()

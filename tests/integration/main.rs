@@ -19,6 +19,7 @@ mod rebuilds;
 mod repo_servers;
 mod resources;
 mod schema;
+mod secrets;
 mod services;
 mod storage;
 mod system;
