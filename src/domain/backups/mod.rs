@@ -1009,6 +1009,32 @@ mod tests {
         (backups, jobs)
     }
 
+    /// A FILE repository whose path goes through a symlink is refused before
+    /// anything is written: nothing appears where the link leads, and no
+    /// settings or key are kept.
+    #[tokio::test]
+    async fn a_file_repository_through_a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (backups, _) = backups_in(dir.path());
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join("link")).unwrap();
+        let refused = backups
+            .initialize(RepositoryInput {
+                provider: Provider::File,
+                location_id: String::new(),
+                location_name: dir.path().join("link/repo").to_string_lossy().into_owned(),
+                login: String::new(),
+                password: String::new(),
+                encryption_key: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("symbolic link"), "{refused}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+        assert!(backups.encryption_key().unwrap().is_empty());
+    }
+
     /// A configured repository is opened once, then kept across starts with
     /// its key; a given key file opens an existing repository; a missing
     /// secret file is a clear error that changes nothing.
