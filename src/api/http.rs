@@ -9,7 +9,7 @@ use super::types::api::API_VERSION;
 use super::websocket::{SlotRefusal, SocketSlots};
 use crate::app::App;
 use crate::domain::i18n::Locale;
-use crate::domain::tokens::{Caller, TooManyAttempts};
+use crate::domain::tokens::{Caller, Credential, TooManyAttempts};
 use async_graphql::http::WebSocketProtocols;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
 use async_graphql::{Data, Executor};
@@ -239,7 +239,9 @@ async fn check_token(
     };
     match app
         .throttle
-        .attempt(&client.0, || app.tokens.authenticate(token).ok_or(()))
+        .attempt(&client.0, Credential::DeviceToken, || {
+            app.tokens.authenticate(token).ok_or(())
+        })
         .await
     {
         Ok(Ok(caller)) => Ok(Some(caller)),

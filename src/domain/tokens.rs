@@ -131,6 +131,7 @@ impl TokenService {
 
     /// A new token for a new device (the installer's first token, `token new`).
     pub fn create_token(&self, device_name: &str) -> Outcome<Issued> {
+        check_device_name(device_name)?;
         let secret = random_token();
         let device = self.unique_device_name(device_name);
         self.store
@@ -149,6 +150,7 @@ impl TokenService {
                 "Токен должен состоять из 32–512 видимых символов ASCII",
             ));
         }
+        check_device_name(device_name)?;
         let device = sanitize_device_name(device_name);
         if self.devices().iter().any(|d| d.name == device) {
             return Err(Failure::conflict(
@@ -256,6 +258,7 @@ impl TokenService {
 
     /// Trades the recovery key's words for a token for a new device.
     pub fn use_recovery_key(&self, words: &str, device_name: &str) -> Outcome<Issued> {
+        check_device_name(device_name)?;
         let key = self.matching_key(KeyKind::Recovery, words)?;
         let spend = KeySpend::SetUsesLeft(key.uses_left.map(|n| n - 1));
         self.spend_key(KeyKind::Recovery, &key, spend, device_name)
@@ -281,6 +284,7 @@ impl TokenService {
     }
 
     pub fn use_new_device_key(&self, words: &str, device_name: &str) -> Outcome<Issued> {
+        check_device_name(device_name)?;
         let key = self.matching_key(KeyKind::NewDevice, words)?;
         self.spend_key(KeyKind::NewDevice, &key, KeySpend::Delete, device_name)
     }
@@ -392,6 +396,21 @@ fn key_not_found(kind: KeyKind) -> Failure {
     }
 }
 
+/// Longest device name taken: a phone's model name fits many times over,
+/// and the devices list every client reads stays small.
+pub const MAX_DEVICE_NAME_CHARS: usize = 128;
+
+/// Refused before any key is checked or spent.
+fn check_device_name(name: &str) -> Outcome<()> {
+    if name.chars().count() > MAX_DEVICE_NAME_CHARS {
+        return Err(Failure::bad_input(
+            format!("A device name must be at most {MAX_DEVICE_NAME_CHARS} characters"),
+            format!("Имя устройства должно быть не длиннее {MAX_DEVICE_NAME_CHARS} символов"),
+        ));
+    }
+    Ok(())
+}
+
 /// Letters and digits stay, everything else becomes `_`; nothing at all
 /// becomes "Unknown device" (the Python API's rules, which the app shows).
 pub fn sanitize_device_name(name: &str) -> String {
@@ -449,6 +468,24 @@ impl TooManyAttempts {
     }
 }
 
+/// What a client presented, named in the throttle's log (never the value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    DeviceToken,
+    RecoveryKey,
+    NewDeviceKey,
+}
+
+impl Credential {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Credential::DeviceToken => "device token",
+            Credential::RecoveryKey => "recovery key",
+            Credential::NewDeviceKey => "new device key",
+        }
+    }
+}
+
 impl AuthThrottle {
     const FREE_FAILURES: u32 = 5;
     const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
@@ -473,7 +510,11 @@ impl AuthThrottle {
 
     /// Takes this client's next slot: how long to wait before checking its
     /// attempt, or a refusal when its queue is full.
-    pub fn reserve(&self, client: &str) -> Result<std::time::Duration, TooManyAttempts> {
+    pub fn reserve(
+        &self,
+        client: &str,
+        credential: Credential,
+    ) -> Result<std::time::Duration, TooManyAttempts> {
         let now = std::time::Instant::now();
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         let Some(entry) = clients.get_mut(client) else {
@@ -489,6 +530,7 @@ impl AuthThrottle {
             if entry.refused.is_power_of_two() {
                 tracing::warn!(
                     client,
+                    credential = credential.as_str(),
                     refused = entry.refused,
                     "too many authentication attempts queued: refusing without checking"
                 );
@@ -499,7 +541,7 @@ impl AuthThrottle {
         Ok(slot - now)
     }
 
-    pub fn record_failure(&self, client: &str) {
+    pub fn record_failure(&self, client: &str, credential: Credential) {
         let now = std::time::Instant::now();
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if clients.len() >= Self::MAX_CLIENTS && !clients.contains_key(client) {
@@ -525,16 +567,21 @@ impl AuthThrottle {
         if entry.count > Self::FREE_FAILURES {
             tracing::warn!(
                 client,
+                credential = credential.as_str(),
                 failures = entry.count,
-                "repeated authentication failures"
+                "repeated authentication failures: slowing this client down"
             );
         }
     }
 
     /// Waits for this client's turn to make an attempt (at once for a
     /// client in good standing).
-    pub async fn wait_turn(&self, client: &str) -> Result<(), TooManyAttempts> {
-        let wait = self.reserve(client)?;
+    pub async fn wait_turn(
+        &self,
+        client: &str,
+        credential: Credential,
+    ) -> Result<(), TooManyAttempts> {
+        let wait = self.reserve(client, credential)?;
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -546,13 +593,14 @@ impl AuthThrottle {
     pub async fn attempt<T, E>(
         &self,
         client: &str,
+        credential: Credential,
         check: impl FnOnce() -> Result<T, E>,
     ) -> Result<Result<T, E>, TooManyAttempts> {
-        self.wait_turn(client).await?;
+        self.wait_turn(client, credential).await?;
         let outcome = check();
         match &outcome {
             Ok(_) => self.forgive(client),
-            Err(_) => self.record_failure(client),
+            Err(_) => self.record_failure(client, credential),
         }
         Ok(outcome)
     }
@@ -592,6 +640,19 @@ mod tests {
         let b = tokens.create_token("phone").unwrap();
         assert_eq!(a.device, "phone");
         assert!(b.device.starts_with("phone") && b.device.len() == 6);
+    }
+
+    #[test]
+    fn an_overlong_device_name_is_refused_and_the_key_kept() {
+        let (tokens, _) = service();
+        let long = "a".repeat(MAX_DEVICE_NAME_CHARS + 1);
+        assert!(tokens.create_token(&long).is_err());
+        let key = tokens.new_device_key().unwrap();
+        let refused = tokens.use_new_device_key(&key, &long).unwrap_err();
+        assert!(refused.to_string().contains("at most 128"), "{refused}");
+        let name = "é".repeat(MAX_DEVICE_NAME_CHARS);
+        let issued = tokens.use_new_device_key(&key, &name).unwrap();
+        assert_eq!(issued.device, "_".repeat(MAX_DEVICE_NAME_CHARS));
     }
 
     #[test]
@@ -696,29 +757,43 @@ mod tests {
     fn throttle_spaces_out_attempts_after_free_failures() {
         let throttle = AuthThrottle::new();
         for _ in 0..5 {
-            throttle.record_failure("1.2.3.4");
+            throttle.record_failure("1.2.3.4", Credential::RecoveryKey);
         }
-        assert!(throttle.reserve("1.2.3.4").unwrap().is_zero());
-        throttle.record_failure("1.2.3.4");
+        assert!(
+            throttle
+                .reserve("1.2.3.4", Credential::DeviceToken)
+                .unwrap()
+                .is_zero()
+        );
+        throttle.record_failure("1.2.3.4", Credential::RecoveryKey);
         // Slots are taken before the attempts are checked: parallel
         // attempts queue up behind each other.
-        let first = throttle.reserve("1.2.3.4").unwrap();
-        let second = throttle.reserve("1.2.3.4").unwrap();
+        let first = throttle
+            .reserve("1.2.3.4", Credential::DeviceToken)
+            .unwrap();
+        let second = throttle
+            .reserve("1.2.3.4", Credential::DeviceToken)
+            .unwrap();
         assert!(!first.is_zero());
         assert!(second > first, "parallel attempts queue up");
-        assert!(throttle.reserve("5.6.7.8").unwrap().is_zero());
+        assert!(
+            throttle
+                .reserve("5.6.7.8", Credential::DeviceToken)
+                .unwrap()
+                .is_zero()
+        );
     }
 
     #[test]
     fn past_the_queue_budget_attempts_are_refused_at_once() {
         let throttle = AuthThrottle::new();
         for _ in 0..12 {
-            throttle.record_failure("1.2.3.4");
+            throttle.record_failure("1.2.3.4", Credential::RecoveryKey);
         }
         let mut queued = 0;
         let mut refused = 0;
         for _ in 0..1000 {
-            match throttle.reserve("1.2.3.4") {
+            match throttle.reserve("1.2.3.4", Credential::DeviceToken) {
                 Ok(wait) => {
                     assert!(wait <= AuthThrottle::MAX_QUEUE);
                     queued += 1;
@@ -729,6 +804,11 @@ mod tests {
         assert!(queued <= 2, "{queued} queued");
         assert_eq!(refused, 1000 - queued);
         throttle.forgive("1.2.3.4");
-        assert!(throttle.reserve("1.2.3.4").unwrap().is_zero());
+        assert!(
+            throttle
+                .reserve("1.2.3.4", Credential::DeviceToken)
+                .unwrap()
+                .is_zero()
+        );
     }
 }

@@ -44,3 +44,38 @@ pub fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
     let bytes = std::fs::read(from)?;
     write_atomically(to, &bytes, 0o600)
 }
+
+/// The first existing component of `path` (absolute) that is a symlink, if
+/// any: a path the owner typed that a link would lead somewhere else.
+pub fn first_symlink(path: &Path) -> Option<std::path::PathBuf> {
+    let mut so_far = std::path::PathBuf::new();
+    for component in path.components() {
+        so_far.push(component);
+        match std::fs::symlink_metadata(&so_far) {
+            Ok(meta) if meta.file_type().is_symlink() => return Some(so_far),
+            Ok(_) => {}
+            // Nothing further exists, so nothing further is a link.
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod symlink_tests {
+    use super::first_symlink;
+
+    #[test]
+    fn a_link_anywhere_on_the_path_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
+        assert_eq!(first_symlink(&real.join("repo")), None);
+        assert_eq!(
+            first_symlink(&dir.path().join("link/x/y")),
+            Some(dir.path().join("link"))
+        );
+        assert_eq!(first_symlink(&dir.path().join("missing/link")), None);
+    }
+}

@@ -6,17 +6,17 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-const INTROSPECTION: &str = r#"{ __schema {
+pub const INTROSPECTION: &str = r#"{ __schema {
   queryType { name } mutationType { name } subscriptionType { name }
   types { name kind enumValues { name }
     inputFields { name defaultValue type { ...T } }
     fields(includeDeprecated: true) { name type { ...T } args { name defaultValue type { ...T } } } } } }
 fragment T on __Type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } }"#;
 
-struct Types(HashMap<String, Value>);
+pub struct Types(HashMap<String, Value>);
 
 impl Types {
-    fn get(&self, name: &str) -> &Value {
+    pub fn get(&self, name: &str) -> &Value {
         &self.0[name]
     }
 
@@ -29,7 +29,7 @@ impl Types {
             .unwrap_or_else(|| panic!("{type_name}.{field} is not in the schema"))
     }
 
-    fn introspect(schema: &Value) -> Types {
+    pub fn introspect(schema: &Value) -> Types {
         Types(
             schema["data"]["__schema"]["types"]
                 .as_array()
@@ -108,6 +108,87 @@ impl Types {
     }
 }
 
+/// Calls every root and `api` field with each credential (an
+/// `Authorization` value, or none) and asserts that only the public fields
+/// answer and nothing else leaks data. Each request comes from an address of
+/// its own, numbered from `first_address`. Returns the number of calls.
+async fn assert_only_public_fields_answer(
+    daemon: &Daemon,
+    types: &Types,
+    credentials: &[(&str, Option<&str>)],
+    first_address: usize,
+) -> usize {
+    let public = [
+        "Query.api",
+        "Api.version",
+        "Mutation.api",
+        "Mutation.useRecoveryApiKey",
+        "Mutation.authorizeWithNewDeviceApiKey",
+        "ApiMutations.useRecoveryApiKey",
+        "ApiMutations.authorizeWithNewDeviceApiKey",
+    ];
+    // (type, how to reach it)
+    let walk = [
+        ("Query", "query { %s }"),
+        ("Mutation", "mutation { %s }"),
+        ("Api", "query { api { %s } }"),
+        ("ApiMutations", "mutation { api { %s } }"),
+    ];
+    let mut checked = 0;
+    for (type_name, template) in walk {
+        for field in types.get(type_name)["fields"].as_array().unwrap() {
+            let name = format!("{type_name}.{}", field["name"].as_str().unwrap());
+            if name == "Query.api" || name == "Mutation.api" {
+                continue; // namespaces, walked through below
+            }
+            let document = template.replace("%s", &types.call(field));
+            for &(credential, authorization) in credentials {
+                // Each request from an address of its own (as nginx would say):
+                // the wrong tokens must be refused for what they are, not
+                // throttled as repeated guesses.
+                let n = first_address + checked;
+                let address = format!("10.0.{}.{}", n / 250, n % 250 + 1);
+                let response = post(
+                    &daemon.url,
+                    authorization,
+                    &[("X-Real-IP", address.as_str())],
+                    &document,
+                    json!({}),
+                )
+                .await;
+                let name = format!("{name} with {credential}");
+                let root = if template.starts_with("query") {
+                    "Query"
+                } else {
+                    "Mutation"
+                };
+                assert_spec_conformant(types, root, &document, &response);
+                let refused = is_unauthenticated(&response);
+                if public
+                    .iter()
+                    .any(|p| name.starts_with(&format!("{p} with")))
+                {
+                    assert!(!refused, "{name} must be public: {response}");
+                } else {
+                    assert!(
+                        refused,
+                        "{name} must need a token: {document} -> {response}"
+                    );
+                    assert!(
+                        response["data"].is_null()
+                            || response["data"]
+                                .as_object()
+                                .is_some_and(|d| d.values().all(Value::is_null)),
+                        "{name} leaked data: {response}"
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    checked
+}
+
 /// What the GraphQL specification promises a client of any answer: no
 /// non-null field is null (a failure nulls the nearest nullable ancestor, or
 /// `data`), and every field error has a `path` and `locations`.
@@ -172,22 +253,6 @@ async fn every_field_but_the_public_ones_needs_a_token() {
     let schema = daemon.query(INTROSPECTION, json!({})).await;
     assert_no_errors(&schema);
     let types = Types::introspect(&schema);
-    let public = [
-        "Query.api",
-        "Api.version",
-        "Mutation.api",
-        "Mutation.useRecoveryApiKey",
-        "Mutation.authorizeWithNewDeviceApiKey",
-        "ApiMutations.useRecoveryApiKey",
-        "ApiMutations.authorizeWithNewDeviceApiKey",
-    ];
-    // (type, how to reach it)
-    let walk = [
-        ("Query", "query { %s }"),
-        ("Mutation", "mutation { %s }"),
-        ("Api", "query { api { %s } }"),
-        ("ApiMutations", "mutation { api { %s } }"),
-    ];
     // A token that never existed, and one that existed and was deleted.
     let (ok, doomed, _) = cli(
         daemon.state_dir.path(),
@@ -208,57 +273,7 @@ async fn every_field_but_the_public_ones_needs_a_token() {
         ("a malformed token", Some("Bearer not a token at all!")),
         ("a deleted token", Some(deleted.as_str())),
     ];
-    let mut checked = 0;
-    for (type_name, template) in walk {
-        for field in types.get(type_name)["fields"].as_array().unwrap() {
-            let name = format!("{type_name}.{}", field["name"].as_str().unwrap());
-            if name == "Query.api" || name == "Mutation.api" {
-                continue; // namespaces, walked through below
-            }
-            let document = template.replace("%s", &types.call(field));
-            for (credential, authorization) in credentials {
-                // Each request from an address of its own (as nginx would say):
-                // the wrong tokens must be refused for what they are, not
-                // throttled as repeated guesses.
-                let address = format!("10.0.{}.{}", checked / 250, checked % 250 + 1);
-                let response = post(
-                    &daemon.url,
-                    authorization,
-                    &[("X-Real-IP", address.as_str())],
-                    &document,
-                    json!({}),
-                )
-                .await;
-                let name = format!("{name} with {credential}");
-                let root = if template.starts_with("query") {
-                    "Query"
-                } else {
-                    "Mutation"
-                };
-                assert_spec_conformant(&types, root, &document, &response);
-                let refused = is_unauthenticated(&response);
-                if public
-                    .iter()
-                    .any(|p| name.starts_with(&format!("{p} with")))
-                {
-                    assert!(!refused, "{name} must be public: {response}");
-                } else {
-                    assert!(
-                        refused,
-                        "{name} must need a token: {document} -> {response}"
-                    );
-                    assert!(
-                        response["data"].is_null()
-                            || response["data"]
-                                .as_object()
-                                .is_some_and(|d| d.values().all(Value::is_null)),
-                        "{name} leaked data: {response}"
-                    );
-                }
-                checked += 1;
-            }
-        }
-    }
+    let checked = assert_only_public_fields_answer(&daemon, &types, &credentials, 0).await;
     assert!(checked > 3 * 55, "walked {checked} fields");
 
     // Introspection is for token holders only.
@@ -529,4 +544,136 @@ async fn every_subscription_needs_a_token() {
         }
     }
     assert!(checked >= 2, "walked {checked} subscriptions");
+}
+
+/// A recovery key and a new-device key past their expiry (the daemon's
+/// clock moved by the test hook), presented as bearer tokens on every field
+/// and spent through the mutations that take them: only the public fields
+/// answer, and each use is refused.
+#[tokio::test]
+async fn expired_recovery_and_new_device_keys_open_nothing() {
+    let daemon = Daemon::start().await;
+    let schema = daemon.query(INTROSPECTION, json!({})).await;
+    let types = Types::introspect(&schema);
+    let expires = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    let r = daemon
+        .query(
+            "mutation($e: DateTime) { api { getNewRecoveryApiKey(limits: {expirationDate: $e}) { code key } } }",
+            json!({"e": expires}),
+        )
+        .await;
+    let recovery = r["data"]["api"]["getNewRecoveryApiKey"]["key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_owned();
+    let r = daemon
+        .query(
+            "mutation { api { getNewDeviceApiKey { code key } } }",
+            json!({}),
+        )
+        .await;
+    let new_device = r["data"]["api"]["getNewDeviceApiKey"]["key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_owned();
+    // Past both: the recovery key's hour and the new-device key's ten minutes.
+    daemon.hook("advance-clock 7200");
+    let r = daemon
+        .query("{ api { recoveryKey { exists valid } } }", json!({}))
+        .await;
+    assert_eq!(r["data"]["api"]["recoveryKey"]["valid"], false, "{r}");
+
+    let as_recovery = format!("Bearer {recovery}");
+    let as_new_device = format!("Bearer {new_device}");
+    let credentials = [
+        ("an expired recovery key", Some(as_recovery.as_str())),
+        ("an expired new-device key", Some(as_new_device.as_str())),
+    ];
+    let checked = assert_only_public_fields_answer(&daemon, &types, &credentials, 0).await;
+    assert!(checked > 2 * 55, "walked {checked} fields");
+
+    for (field, key) in [
+        ("useRecoveryApiKey", &recovery),
+        ("authorizeWithNewDeviceApiKey", &new_device),
+    ] {
+        for document in [
+            format!(
+                "mutation($k: String!) {{ api {{ {field}(input: {{key: $k, deviceName: \"late\"}}) {{ success code token }} }} }}"
+            ),
+            format!(
+                "mutation($k: String!) {{ {field}(input: {{key: $k, deviceName: \"late\"}}) {{ success code token }} }}"
+            ),
+        ] {
+            let r = daemon.query_as(None, &document, json!({"k": key})).await;
+            let answer = if document.contains("{ api {") {
+                &r["data"]["api"][field]
+            } else {
+                &r["data"][field]
+            };
+            assert_eq!(answer["success"], false, "{field}: {r}");
+            assert_eq!(answer["code"], 404, "{field}: {r}");
+            assert!(answer["token"].is_null(), "{field}: {r}");
+        }
+    }
+    let devices = daemon
+        .query("{ api { devices { name } } }", json!({}))
+        .await;
+    assert_eq!(
+        devices["data"]["api"]["devices"],
+        json!([{"name": "tests"}]),
+        "no device was added: {devices}"
+    );
+}
+
+/// Guessed keys are slowed down and logged with the client and the kind of
+/// key, never with what was guessed.
+#[tokio::test]
+async fn guessed_keys_are_logged_with_the_client_and_the_kind_never_the_guess() {
+    let daemon = Daemon::start_logged().await;
+    for (field, client, guess) in [
+        (
+            "useRecoveryApiKey",
+            "10.9.9.1",
+            "abandon ability able about above absent",
+        ),
+        (
+            "authorizeWithNewDeviceApiKey",
+            "10.9.9.2",
+            "zoo zone zero youth young yellow",
+        ),
+    ] {
+        let document = format!(
+            "mutation($k: String!) {{ api {{ {field}(input: {{key: $k, deviceName: \"guesser\"}}) {{ code }} }} }}"
+        );
+        let started = Instant::now();
+        for _ in 0..8 {
+            let r = post(
+                &daemon.url,
+                None,
+                &[("X-Real-IP", client)],
+                &document,
+                json!({"k": guess}),
+            )
+            .await;
+            assert_eq!(r["data"]["api"][field]["code"], 404, "{r}");
+        }
+        // Five free failures, then 0.5 s and 1 s before the 7th and 8th.
+        assert!(
+            started.elapsed() >= Duration::from_millis(1400),
+            "{field} was not slowed"
+        );
+    }
+    let log = daemon.log_text();
+    for (client, kind) in [("10.9.9.1", "recovery key"), ("10.9.9.2", "new device key")] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(client) && l.contains(kind) && l.contains("slowing")),
+            "no log line names {client} and the {kind}:\n{log}"
+        );
+    }
+    for word in ["abandon ability", "zoo zone"] {
+        assert!(!log.contains(word), "the guess is in the log:\n{log}");
+    }
 }

@@ -561,7 +561,7 @@ fn restic_children(daemon: &Daemon) -> Vec<(i32, String)> {
 }
 
 /// Every process's command line, as one text.
-fn all_command_lines() -> String {
+pub fn all_command_lines() -> String {
     let mut all = String::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {

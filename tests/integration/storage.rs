@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 const CONFIG: &str = "rebuild_debounce_ms = 300\n";
 
 /// A movable module whose data folder is /var/lib/notes, owned by www-data.
-fn notes_module() -> String {
+pub fn notes_module() -> String {
     let mut definition: Value = serde_json::from_str(&module(
         "notes",
         &["notes.service"],

@@ -72,6 +72,8 @@ pub struct Daemon {
     pub client: Client,
     pub state_dir: tempfile::TempDir,
     pub child: Option<Child>,
+    /// Where the daemon's stderr (its log) goes, if not to the test's.
+    pub log: Option<PathBuf>,
 }
 
 impl std::ops::Deref for Daemon {
@@ -139,9 +141,26 @@ impl Daemon {
             client: Client::new(0, token.trim()),
             state_dir,
             child: None,
+            log: None,
         };
         daemon.launch().await;
         daemon
+    }
+
+    /// A daemon whose log goes to `daemon.log` in its state directory, for
+    /// tests that read what it logged.
+    pub async fn start_logged() -> Daemon {
+        let mut daemon = Daemon::start().await;
+        daemon.kill();
+        daemon.log = Some(daemon.state_dir.path().join("daemon.log"));
+        daemon.launch().await;
+        daemon
+    }
+
+    /// What the daemon logged so far (`start_logged`).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.as_ref().expect("started with start_logged"))
+            .unwrap_or_default()
     }
 
     pub fn hooks_socket(&self) -> PathBuf {
@@ -177,7 +196,16 @@ impl Daemon {
                 )
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
+                .stderr(match &self.log {
+                    Some(path) => Stdio::from(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(path)
+                            .unwrap(),
+                    ),
+                    None => Stdio::inherit(),
+                })
                 .spawn()
                 .unwrap();
             self.child = Some(child);

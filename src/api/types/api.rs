@@ -7,7 +7,7 @@ use crate::api::types::returns::{
     ApiKeyMutationReturn, DeviceApiTokenMutationReturn, GenericMutationReturn,
 };
 use crate::domain::error::Outcome;
-use crate::domain::tokens::{Issued, TooManyAttempts};
+use crate::domain::tokens::{Credential, Issued, TooManyAttempts};
 use async_graphql::{Context, InputObject, Object, SimpleObject};
 
 /// The SelfPrivacy API protocol level this daemon implements (the app
@@ -133,6 +133,7 @@ fn status_return(
 /// is answered late once it has failed too often.
 async fn throttled_key_use(
     ctx: &Context<'_>,
+    credential: Credential,
     attempt: impl FnOnce() -> Outcome<Issued>,
 ) -> Outcome<Issued> {
     let app = app(ctx);
@@ -141,7 +142,7 @@ async fn throttled_key_use(
         .map(|c| c.0.as_str())
         .unwrap_or("unknown");
     app.throttle
-        .attempt(client, attempt)
+        .attempt(client, credential, attempt)
         .await
         .unwrap_or_else(|TooManyAttempts| Err(TooManyAttempts::failure()))
 }
@@ -173,7 +174,7 @@ impl ApiMutations {
         ctx: &Context<'_>,
         input: UseRecoveryKeyInput,
     ) -> DeviceApiTokenMutationReturn {
-        let outcome = throttled_key_use(ctx, || {
+        let outcome = throttled_key_use(ctx, Credential::RecoveryKey, || {
             app(ctx)
                 .tokens
                 .use_recovery_key(&input.key, &input.device_name)
@@ -239,7 +240,7 @@ impl ApiMutations {
         ctx: &Context<'_>,
         input: UseNewDeviceKeyInput,
     ) -> DeviceApiTokenMutationReturn {
-        let outcome = throttled_key_use(ctx, || {
+        let outcome = throttled_key_use(ctx, Credential::NewDeviceKey, || {
             app(ctx)
                 .tokens
                 .use_new_device_key(&input.key, &input.device_name)

@@ -240,6 +240,23 @@ impl Backups {
             autobackup_period: previous.autobackup_period,
             quotas: previous.quotas,
         };
+        if settings.provider == Provider::File {
+            // A link on the way would put the repository (and what restic
+            // creates) somewhere other than the path the owner gave.
+            let location = repository::repository(&settings, &self.files, &self.sftp)?.location;
+            if let Some(link) = crate::os::files::first_symlink(Path::new(&location)) {
+                return Err(Failure::bad_input(
+                    format!(
+                        "The repository path goes through a symbolic link: {}",
+                        link.display()
+                    ),
+                    format!(
+                        "Путь к хранилищу проходит через символическую ссылку: {}",
+                        link.display()
+                    ),
+                ));
+            }
+        }
         let old_key = self.files.encryption_key()?;
         self.files.save_encryption_key(&key)?;
         let restic = self.restic_for(&settings)?;
@@ -247,6 +264,7 @@ impl Backups {
             let path = PathBuf::from(
                 &repository::repository(&settings, &self.files, &self.sftp)?.location,
             );
+
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| Failure::internal("creating the repository's folder", e))?;
@@ -1018,6 +1036,32 @@ mod tests {
             Arc::new(SystemdLink::new(None)),
         );
         (backups, jobs)
+    }
+
+    /// A FILE repository whose path goes through a symlink is refused before
+    /// anything is written: nothing appears where the link leads, and no
+    /// settings or key are kept.
+    #[tokio::test]
+    async fn a_file_repository_through_a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (backups, _) = backups_in(dir.path());
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join("link")).unwrap();
+        let refused = backups
+            .initialize(RepositoryInput {
+                provider: Provider::File,
+                location_id: String::new(),
+                location_name: dir.path().join("link/repo").to_string_lossy().into_owned(),
+                login: String::new(),
+                password: String::new(),
+                encryption_key: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("symbolic link"), "{refused}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+        assert!(backups.encryption_key().unwrap().is_empty());
     }
 
     /// A configured repository is opened once, then kept across starts with

@@ -184,10 +184,20 @@ pub fn key_identity(line: &str) -> String {
         .join(" ")
 }
 
+/// Longest password taken: SHA-512 crypt's cost grows with the length
+/// times its 5,000 rounds, so a megabyte would hold a request for minutes.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
 /// crypt(3) SHA-512 (`$6$`), what NixOS' `hashedPassword` takes.
 pub fn hash_password(password: &str) -> Outcome<String> {
     if password.is_empty() {
         return Err(Failure::bad_input("The password is empty", "Пароль пустой"));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(Failure::bad_input(
+            format!("The password is longer than {MAX_PASSWORD_BYTES} bytes"),
+            format!("Пароль длиннее {MAX_PASSWORD_BYTES} байт"),
+        ));
     }
     if password.contains(['\n', '\0']) {
         return Err(Failure::bad_input(
@@ -271,5 +281,11 @@ mod tests {
         assert!(!hash.contains("correct horse"));
         sha_crypt::sha512_check("correct horse", &hash).unwrap();
         assert!(hash_password("").is_err());
+        assert!(hash_password(&"p".repeat(MAX_PASSWORD_BYTES)).is_ok());
+        let refused = hash_password(&"p".repeat(MAX_PASSWORD_BYTES + 1)).unwrap_err();
+        assert!(
+            refused.to_string().contains("longer than 1024"),
+            "{refused}"
+        );
     }
 }
