@@ -64,6 +64,18 @@ impl App {
             RebuildKind::of_job(&job.type_id).is_some()
         })?);
         let systemd = Arc::new(SystemdLink::new(config.dbus_address.clone()));
+        // A daemon killed mid-write leaves its temp file; nothing else would
+        // ever remove it.
+        for written in [
+            &config.userdata_file,
+            &config.secrets_file,
+            &config.state_dir.join("applied-userdata.json"),
+            &config.state_dir.join("applied-flake.nix"),
+            &config.state_dir.join("rebuild-profile-before"),
+            &config.nixos_config_dir.join("flake.nix"),
+        ] {
+            crate::os::files::remove_abandoned_temp_files(written);
+        }
         let userdata = Arc::new(UserdataFile::new(config.userdata_file.clone()));
         let applied_userdata = userdata.clone();
         let storage_userdata = userdata.clone();

@@ -39,8 +39,72 @@ pub fn write_atomically(path: &Path, bytes: &[u8], new_mode: u32) -> std::io::Re
     written
 }
 
+/// Removes the temp files [`write_atomically`] left beside `path` when
+/// its process was killed between creating one and renaming it: those of
+/// this process (called before it writes) or of a process that is gone.
+/// A live writer's are left alone. Returns how many were removed.
+pub fn remove_abandoned_temp_files(path: &Path) -> usize {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return 0;
+    };
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let own_pid = std::process::id().to_string();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|rest| rest.split_once('.'))
+            .map(|(pid, _)| pid)
+            .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let abandoned = pid == own_pid || !Path::new("/proc").join(pid).exists();
+        if abandoned && std::fs::remove_file(entry.path()).is_ok() {
+            tracing::warn!(file = %entry.path().display(), "removed a temp file left by a killed writer");
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Copies `from` over `to` atomically.
 pub fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
     let bytes = std::fs::read(from)?;
     write_atomically(to, &bytes, 0o600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abandoned_temp_files_are_removed_and_a_live_writers_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("userdata.json");
+        write_atomically(&target, b"{}", 0o600).unwrap();
+        let own = format!(".userdata.json.{}.00000000000000aa.tmp", std::process::id());
+        // pid 1 is alive; pid 2^22+1 is above the kernel's highest pid.
+        let live = ".userdata.json.1.00000000000000bb.tmp";
+        let gone = ".userdata.json.4194305.00000000000000cc.tmp";
+        let other = ".other.json.4194305.00000000000000dd.tmp";
+        for name in [own.as_str(), live, gone, other] {
+            std::fs::write(dir.path().join(name), b"{\"half\":").unwrap();
+        }
+        assert_eq!(remove_abandoned_temp_files(&target), 2);
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [other, live, "userdata.json"]);
+        assert_eq!(std::fs::read(&target).unwrap(), b"{}");
+    }
 }

@@ -151,43 +151,52 @@ impl Daemon {
     /// Starts (or restarts) the daemon process on a fresh port.
     pub async fn launch(&mut self) {
         for _attempt in 0..5 {
-            let port = free_port();
-            let child = Command::new(BIN)
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .arg("--state-dir")
-                .arg(self.state_dir.path())
-                .arg("--test-hooks-socket")
-                .arg(self.hooks_socket())
-                .arg("--config")
-                .arg(self.state_dir.path().join("config.toml"))
-                // A daemon outside a testbed must not reach the host: its
-                // system bus does not exist and its NixOS files are its own.
-                .env("SELFPRIVACY_API_DBUS_ADDRESS", NO_BUS)
-                .env(
-                    "SELFPRIVACY_API_USERDATA_FILE",
-                    self.state_dir.path().join("userdata.json"),
-                )
-                .env(
-                    "SELFPRIVACY_API_SP_MODULES_DIR",
-                    self.state_dir.path().join("sp-modules"),
-                )
-                .env(
-                    "SELFPRIVACY_API_NIXOS_CONFIG_DIR",
-                    self.state_dir.path().join("nixos"),
-                )
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap();
-            self.child = Some(child);
-            self.client = Client::new(port, &self.client.token);
-            if self.wait_ready_or_exit().await {
+            if self.try_launch().await {
                 return;
             }
-            self.kill();
         }
         panic!("the daemon did not start");
+    }
+
+    /// One attempt at [`launch`](Self::launch): whether the daemon became
+    /// ready (it is killed if not).
+    pub async fn try_launch(&mut self) -> bool {
+        let port = free_port();
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--state-dir")
+            .arg(self.state_dir.path())
+            .arg("--test-hooks-socket")
+            .arg(self.hooks_socket())
+            .arg("--config")
+            .arg(self.state_dir.path().join("config.toml"))
+            // A daemon outside a testbed must not reach the host: its
+            // system bus does not exist and its NixOS files are its own.
+            .env("SELFPRIVACY_API_DBUS_ADDRESS", NO_BUS)
+            .env(
+                "SELFPRIVACY_API_USERDATA_FILE",
+                self.state_dir.path().join("userdata.json"),
+            )
+            .env(
+                "SELFPRIVACY_API_SP_MODULES_DIR",
+                self.state_dir.path().join("sp-modules"),
+            )
+            .env(
+                "SELFPRIVACY_API_NIXOS_CONFIG_DIR",
+                self.state_dir.path().join("nixos"),
+            )
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.client = Client::new(port, &self.client.token);
+        if self.wait_ready_or_exit().await {
+            return true;
+        }
+        self.kill();
+        false
     }
 
     async fn wait_ready_or_exit(&mut self) -> bool {
