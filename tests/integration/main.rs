@@ -12,6 +12,7 @@ mod catalogue;
 mod crash_safety;
 mod jobs;
 mod limits;
+mod local_endpoints;
 mod logs;
 mod modules;
 mod monitoring;
