@@ -142,7 +142,6 @@ impl App {
             PathBuf::from("/proc"),
         ));
         let system_settings = crate::domain::system::settings::SystemSettings::new(
-            config.userdata_file.clone(),
             rebuilds.clone(),
             crate::os::zoneinfo::database_dir(config.zoneinfo_dir.as_deref()),
             config.secrets_file.clone(),

@@ -9,6 +9,7 @@ mod auth;
 mod autobackup;
 mod backups;
 mod catalogue;
+mod concurrency;
 mod crash_safety;
 mod jobs;
 mod limits;

@@ -378,6 +378,25 @@ impl Rebuilds {
         }
     }
 
+    /// userdata as the owner declared it: the file with the changes queued
+    /// behind the running rebuild applied, in order. Readers see a change
+    /// as soon as it is accepted, written yet or not (a user created during
+    /// a rebuild can be listed, given keys and deleted at once).
+    pub fn declared_userdata(&self) -> Outcome<Value> {
+        let phase = self.phase();
+        let mut document = self.read_userdata()?;
+        if let Phase::Running {
+            pending: Some((_, queued)),
+        } = &*phase
+        {
+            for change in queued {
+                // One that no longer applies is refused when it is written.
+                let _ = (change.userdata)(&mut document);
+            }
+        }
+        Ok(document)
+    }
+
     fn read_userdata(&self) -> Outcome<Value> {
         self.config
             .userdata
