@@ -102,7 +102,7 @@ fn operation(round: usize, i: usize) -> (&'static str, Value) {
     match i % 5 {
         // Everyone in a round asks for the same value: the end state is
         // the last round's.
-        0 if i % 10 == 0 => (TIMEZONE, json!({"t": TIMEZONES[round % 4]})),
+        0 if i.is_multiple_of(10) => (TIMEZONE, json!({"t": TIMEZONES[round % 4]})),
         0 => (SSH, json!({"e": round % 2 == 1})),
         // A user of this round's, and the one of the previous round's
         // deleted at the same time.
@@ -114,8 +114,8 @@ fn operation(round: usize, i: usize) -> (&'static str, Value) {
         2 => (ADD_KEY, json!({"u": "keyholder", "k": ssh_key(10_000 + i)})),
         3 => {
             // Flip the service's state each round.
-            let initially_on = (i / 5) % 2 == 0;
-            let on = initially_on != (round % 2 == 0);
+            let initially_on = (i / 5).is_multiple_of(2);
+            let on = initially_on != round.is_multiple_of(2);
             (if on { ENABLE } else { DISABLE }, json!({"id": service}))
         }
         _ => (
@@ -298,7 +298,7 @@ async fn fifty_clients_at_once_lose_no_change_and_never_overlap_rebuilds() {
     let mut lost_services = 0;
     for k in 0..SERVICES {
         let module = &userdata["modules"][format!("m{k}")];
-        let on = (k % 2 == 0) != (last % 2 == 0);
+        let on = k.is_multiple_of(2) != last.is_multiple_of(2);
         lost_services += usize::from(module["enable"] != on);
         lost_services += usize::from(module["subdomain"] != format!("r{last}s{k}"));
     }

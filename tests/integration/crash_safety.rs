@@ -220,7 +220,7 @@ async fn userdata_survives_a_thousand_writes_with_random_kill_9() {
         kills += 1;
         writer.await.expect("the writer ends when the daemon dies");
 
-        let known = known.lock().unwrap();
+        let known = std::mem::take(&mut *known.lock().unwrap());
         attempted += known.attempted;
         answered += known.answered_count;
         let leftovers = temp_files_beside(&userdata);
@@ -244,7 +244,6 @@ async fn userdata_survives_a_thousand_writes_with_random_kill_9() {
                 );
             }
         }
-        drop(known);
 
         assert!(
             daemon.try_launch().await,
