@@ -276,3 +276,72 @@ async fn userdata_survives_a_thousand_writes_with_random_kill_9() {
     assert_eq!(bytes_lost, 0);
     assert!(answered > 0 && kills > 1);
 }
+
+/// The host PIDs of `cp` processes copying into `volume` (the testbed's
+/// processes are in the host's /proc).
+fn copiers_into(volume: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let copying = args.first() == Some(&&b"cp"[..])
+                && args.iter().any(|a| a.starts_with(volume.as_bytes()));
+            copying.then_some(pid)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn cp_killed_mid_copy_fails_the_move_rolls_back_and_restarts_the_service() {
+    use crate::storage::{
+        CONFIG, assert_same_files, exists, follow, invocation, location, manifest, move_notes,
+        prepared,
+    };
+    let (testbed, client) = prepared(vec!["sdb:96", "sdc:96"], CONFIG, 3000).await;
+    let original = manifest(&testbed, "/var/lib/notes");
+    let before = invocation(&testbed);
+
+    let started = move_notes(&client, "sdc").await;
+    assert_eq!(started["code"], 200, "{started}");
+    let uid = started["job"]["uid"].as_str().unwrap().to_owned();
+    // The copying child is killed, not the daemon.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let killed = loop {
+        let copiers = copiers_into("/volumes/sdc");
+        if let Some(pid) = copiers.first() {
+            let status = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success(), "kill -KILL {pid}");
+            break *pid;
+        }
+        assert!(Instant::now() < deadline, "cp never ran");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let (job, _) = follow(&client, &uid).await;
+    assert_eq!(job["status"], "ERROR", "{job}");
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("copying") && error.contains("stays on sdb"),
+        "{job}"
+    );
+
+    // Rolled back: the data where it was and complete, nothing left on the
+    // target, the service running again (a new invocation), userdata as it was.
+    assert_same_files(&testbed, "/var/lib/notes", &original, "after the failed move");
+    assert_eq!(location(&testbed), "sdb");
+    assert!(!exists(&testbed, "/volumes/sdc/notes"));
+    assert!(!exists(&testbed, "/volumes/sdc/.notes.sp-moving"));
+    assert_eq!(testbed.unit_state("notes.service"), "active");
+    assert_ne!(invocation(&testbed), before, "the service was started again");
+    eprintln!(
+        "crash safety: cp (pid {killed}) killed mid-copy: move ERROR, rolled back, {} entries intact, bytes lost 0",
+        original.as_object().unwrap().len()
+    );
+}
