@@ -2,6 +2,8 @@
 //! userdata.json over and over. After every kill the file parses and holds
 //! either the content before the interrupted write or after it, no temp
 //! file is left once the daemon is back, and the daemon starts cleanly.
+//! And the copying child of a move killed mid-copy (not the daemon): the
+//! move fails and rolls back with the data intact.
 
 use crate::support::{Client, Daemon, http_client};
 use rand::{RngExt, SeedableRng};
@@ -334,12 +336,21 @@ async fn cp_killed_mid_copy_fails_the_move_rolls_back_and_restarts_the_service()
 
     // Rolled back: the data where it was and complete, nothing left on the
     // target, the service running again (a new invocation), userdata as it was.
-    assert_same_files(&testbed, "/var/lib/notes", &original, "after the failed move");
+    assert_same_files(
+        &testbed,
+        "/var/lib/notes",
+        &original,
+        "after the failed move",
+    );
     assert_eq!(location(&testbed), "sdb");
     assert!(!exists(&testbed, "/volumes/sdc/notes"));
     assert!(!exists(&testbed, "/volumes/sdc/.notes.sp-moving"));
     assert_eq!(testbed.unit_state("notes.service"), "active");
-    assert_ne!(invocation(&testbed), before, "the service was started again");
+    assert_ne!(
+        invocation(&testbed),
+        before,
+        "the service was started again"
+    );
     eprintln!(
         "crash safety: cp (pid {killed}) killed mid-copy: move ERROR, rolled back, {} entries intact, bytes lost 0",
         original.as_object().unwrap().len()
