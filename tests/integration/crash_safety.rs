@@ -356,3 +356,37 @@ async fn cp_killed_mid_copy_fails_the_move_rolls_back_and_restarts_the_service()
         original.as_object().unwrap().len()
     );
 }
+
+/// An upgrade (not only a rebuild) that the daemon dies in the middle of is
+/// followed again after the restart and ends; it never stays RUNNING.
+#[tokio::test]
+async fn an_upgrade_outlives_a_kill_9_of_the_daemon_and_ends() {
+    use crate::services::{wait_job_done, wait_unit_state};
+    use crate::testbed::{Setup, Testbed, module};
+    let testbed = Testbed::up(Setup {
+        modules: vec![("echo", module("echo", &["echo.service"], json!({})))],
+        userdata: json!({"domain": "example.org", "modules": {"echo": {"enable": true}}}),
+        volumes: vec![],
+        config: "",
+    });
+    let client = testbed.start_daemon().await;
+    std::fs::write(testbed.path("/etc/nixos/.standin-delay"), "2").unwrap();
+    let r = client
+        .query(
+            "mutation { system { runSystemUpgrade { code message job { uid typeId } } } }",
+            json!({}),
+        )
+        .await;
+    let started = &r["data"]["system"]["runSystemUpgrade"];
+    assert_eq!(started["code"], 200, "{r}");
+    assert_eq!(started["job"]["typeId"], "system.nixos.upgrade");
+    let uid = started["job"]["uid"].as_str().unwrap().to_owned();
+    wait_unit_state(&testbed, "sp-nixos-upgrade.service", "activating").await;
+    testbed.restart_daemon(&client).await;
+    let job = wait_job_done(&client, &uid).await;
+    assert_eq!(job["status"], "FINISHED", "followed after the kill: {job}");
+    assert_eq!(testbed.unit_state("echo.service"), "active");
+    eprintln!(
+        "crash safety: upgrade killed mid-run (kill -9 of the daemon): job FINISHED after the restart"
+    );
+}
