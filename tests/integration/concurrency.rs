@@ -377,3 +377,104 @@ async fn fifty_clients_at_once_lose_no_change_and_never_overlap_rebuilds() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// The content of every regular file under `folder` (path -> sha256): what
+/// a move, a backup and a restore must all keep.
+fn contents(testbed: &Testbed, folder: &str) -> std::collections::BTreeMap<String, Value> {
+    crate::storage::manifest(testbed, folder)
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter_map(|(path, entry)| Some((path.clone(), entry.get("sha256")?.clone())))
+        .collect()
+}
+
+async fn notes_jobs(client: &Client) -> Vec<Value> {
+    let r = client
+        .query("{ jobs { getJobs { uid typeId status } } }", json!({}))
+        .await;
+    r["data"]["jobs"]["getJobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["typeId"].as_str().unwrap().contains("notes"))
+        .cloned()
+        .collect()
+}
+
+/// 50 clients at once ask to move, back up and restore the same service:
+/// exactly one is accepted, the others get 409 and start nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_operation_per_service_when_fifty_clients_move_back_up_and_restore_it_at_once() {
+    use crate::storage::{CONFIG, location, prepared};
+    let (testbed, client) = prepared(vec!["sdb:96", "sdc:96"], CONFIG, 1000).await;
+    // restic restores sparse files in full: 600 MB would not fit back.
+    testbed.run(&["sh", "-c", "rm /var/lib/notes/sparse*.img"]);
+    let original = contents(&testbed, "/var/lib/notes");
+    let r = client
+        .query(
+            "mutation { backup { initializeRepository(repository: {provider: FILE, locationId: \"\", locationName: \"/var/lib/backup-repo\", login: \"\", password: \"\"}) { code message } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        r["data"]["backup"]["initializeRepository"]["code"], 200,
+        "{r}"
+    );
+    const BACKUP: &str =
+        "mutation { backup { startBackup(serviceId: \"notes\") { code message job { uid } } } }";
+    let r = client.query(BACKUP, json!({})).await;
+    let uid = r["data"]["backup"]["startBackup"]["job"]["uid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_owned();
+    let first = crate::services::wait_job_done(&client, &uid).await;
+    assert_eq!(first["status"], "FINISHED", "{first}");
+    let r = client
+        .query(
+            "{ backup { allSnapshots { id service { id } } } }",
+            json!({}),
+        )
+        .await;
+    let snapshot = r["data"]["backup"]["allSnapshots"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_owned();
+    let jobs_before = notes_jobs(&client).await.len();
+
+    const MOVE: &str = "mutation { services { moveService(input: {serviceId: \"notes\", location: \"sdc\"}) { code message job { uid } } } }";
+    const RESTORE: &str = "mutation($s: String!) { backup { restoreBackup(snapshotId: $s) { code message job { uid } } } }";
+    let requests: Vec<(&'static str, Value)> = (0..CLIENTS)
+        .map(|i| match i % 3 {
+            0 => (MOVE, json!({})),
+            1 => (BACKUP, json!({})),
+            _ => (RESTORE, json!({"s": snapshot})),
+        })
+        .collect();
+    let codes = at_once(&client, requests).await;
+    let accepted: Vec<usize> = (0..CLIENTS).filter(|i| codes[*i] == 200).collect();
+    assert_eq!(accepted.len(), 1, "exactly one accepted: {codes:?}");
+    assert!(
+        codes.iter().all(|c| *c == 200 || *c == 409),
+        "the others 409: {codes:?}"
+    );
+
+    // One job started, and it ends well; the data is all there.
+    let jobs = notes_jobs(&client).await;
+    assert_eq!(jobs.len(), jobs_before + 1, "{jobs:?}");
+    let winner = jobs.last().unwrap()["uid"].as_str().unwrap().to_owned();
+    let job = crate::services::wait_job_done(&client, &winner).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(contents(&testbed, "/var/lib/notes"), original);
+    let kind = ["move", "backup", "restore"][accepted[0] % 3];
+    if kind == "move" {
+        assert_eq!(location(&testbed), "sdc");
+    }
+    assert_eq!(testbed.unit_state("notes.service"), "active");
+    eprintln!(
+        "concurrency: {CLIENTS} clients moving, backing up and restoring one service at once: \
+         1 accepted ({kind}), {} refused with 409, overlapping jobs 0, files lost 0 of {}",
+        CLIENTS - 1,
+        original.len()
+    );
+}
