@@ -122,7 +122,6 @@ impl App {
         }
         let services = Services::new(
             Catalogue::new(config.sp_modules_dir.clone()),
-            applied_userdata,
             systemd.clone(),
             rebuilds.clone(),
             Duration::from_secs(config.unit_timeout_secs),

@@ -478,3 +478,82 @@ async fn one_operation_per_service_when_fifty_clients_move_back_up_and_restore_i
         original.len()
     );
 }
+
+/// Changes accepted while a rebuild runs are queued in memory until it
+/// ends; the app sees them at once all the same (a user it created can be
+/// listed and deleted, a service it enabled shows enabled).
+#[tokio::test]
+async fn changes_queued_behind_a_running_rebuild_are_seen_at_once() {
+    let testbed = Testbed::up(setup());
+    let client = testbed.start_daemon().await;
+    std::fs::write(testbed.path("/etc/nixos/.standin-delay"), "4").unwrap();
+    let r = client
+        .query(
+            "mutation { system { runSystemRebuild { code job { uid } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code_of(&r), 200);
+    let running = r["data"]["system"]["runSystemRebuild"]["job"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    crate::services::wait_unit_state(&testbed, "sp-nixos-rebuild.service", "activating").await;
+
+    let created = client.query(CREATE_USER, json!({"u": "queued"})).await;
+    assert!(is_success(code_of(&created)), "{created}");
+    let r = client
+        .query("mutation { services { enableService(serviceId: \"m1\") { code service { isEnabled } } } }", json!({}))
+        .await;
+    assert_eq!(code_of(&r), 200);
+    assert_eq!(
+        r["data"]["services"]["enableService"]["service"]["isEnabled"], true,
+        "{r}"
+    );
+    let r = client
+        .query(
+            "{ users { allUsers { username } } services { allServices { id isEnabled } } }",
+            json!({}),
+        )
+        .await;
+    assert!(
+        r["data"]["users"]["allUsers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["username"] == "queued"),
+        "{r}"
+    );
+    let m1 = r["data"]["services"]["allServices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "m1")
+        .unwrap();
+    assert_eq!(m1["isEnabled"], true, "{r}");
+    let key = client
+        .query(ADD_KEY, json!({"u": "queued", "k": ssh_key(1)}))
+        .await;
+    assert!(is_success(code_of(&key)), "{key}");
+    // Still queued: the file has none of it yet.
+    let job = crate::services::job_by_uid(&client, &running).await;
+    assert_eq!(job["status"], "RUNNING", "{job}");
+    let on_disk: Value =
+        serde_json::from_slice(&std::fs::read(testbed.path(USERDATA)).unwrap()).unwrap();
+    assert_eq!(on_disk["modules"]["m1"]["enable"], false);
+
+    let deleted = client.query(DELETE_USER, json!({"u": "queued"})).await;
+    assert_eq!(code_of(&deleted), 200, "{deleted}");
+    let job = last_rebuild_done(&client).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    let on_disk: Value =
+        serde_json::from_slice(&std::fs::read(testbed.path(USERDATA)).unwrap()).unwrap();
+    assert_eq!(on_disk["modules"]["m1"]["enable"], true);
+    assert!(
+        !on_disk["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["username"] == "queued")
+    );
+}

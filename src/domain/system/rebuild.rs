@@ -233,6 +233,19 @@ impl AppliedConfig {
     }
 }
 
+/// Applies the changes queued behind the running rebuild, in order.
+fn apply_queued(phase: &Phase, document: &mut Value) {
+    if let Phase::Running {
+        pending: Some((_, queued)),
+    } = phase
+    {
+        for change in queued {
+            // One that no longer applies is refused when it is written.
+            let _ = (change.userdata)(document);
+        }
+    }
+}
+
 pub struct Rebuilds {
     systemd: Arc<SystemdLink>,
     jobs: Arc<JobRegistry>,
@@ -385,16 +398,25 @@ impl Rebuilds {
     pub fn declared_userdata(&self) -> Outcome<Value> {
         let phase = self.phase();
         let mut document = self.read_userdata()?;
-        if let Phase::Running {
-            pending: Some((_, queued)),
-        } = &*phase
-        {
-            for change in queued {
-                // One that no longer applies is refused when it is written.
-                let _ = (change.userdata)(&mut document);
-            }
-        }
+        apply_queued(&phase, &mut document);
         Ok(document)
+    }
+
+    /// [`declared_userdata`](Self::declared_userdata), shared: the file's
+    /// cached parse while nothing is queued, a new document otherwise.
+    pub fn declared_userdata_shared(&self) -> Outcome<Arc<Value>> {
+        let phase = self.phase();
+        let file = self
+            .config
+            .userdata
+            .read_shared()
+            .map_err(|e| Failure::internal("reading userdata", e))?;
+        if !matches!(&*phase, Phase::Running { pending: Some((_, queued)) } if !queued.is_empty()) {
+            return Ok(file);
+        }
+        let mut document = Value::clone(&file);
+        apply_queued(&phase, &mut document);
+        Ok(Arc::new(document))
     }
 
     fn read_userdata(&self) -> Outcome<Value> {
