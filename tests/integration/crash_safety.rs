@@ -6,8 +6,9 @@
 //! move fails and rolls back with the data intact.
 
 use crate::support::{Client, Daemon, http_client};
-use rand::{RngExt, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -388,5 +389,150 @@ async fn an_upgrade_outlives_a_kill_9_of_the_daemon_and_ends() {
     assert_eq!(testbed.unit_state("echo.service"), "active");
     eprintln!(
         "crash safety: upgrade killed mid-run (kill -9 of the daemon): job FINISHED after the restart"
+    );
+}
+
+/// `bytes` of seeded random data at `path`.
+fn random_file(path: &Path, bytes: usize, seed: u64) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut data = vec![0u8; bytes];
+    rng.fill_bytes(&mut data);
+    std::fs::write(path, data).unwrap();
+}
+
+/// A total backup (every service, one job) the daemon is killed in: at
+/// the next start the job is marked interrupted, the service it had
+/// stopped runs again, the data is as it was, and the next total backup
+/// completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_total_backup_killed_mid_run_is_marked_interrupted_and_the_next_one_completes() {
+    use crate::services::{job_by_uid, wait_job_done};
+    use crate::testbed::{Setup, Testbed, module};
+    let services = ["echo", "web"];
+    let testbed = Testbed::up(Setup {
+        modules: services
+            .iter()
+            .map(|id| {
+                (
+                    *id,
+                    module(
+                        id,
+                        &[&format!("{id}.service")],
+                        json!({"folders": [format!("/var/lib/{id}")]}),
+                    ),
+                )
+            })
+            .collect(),
+        userdata: json!({
+            "domain": "example.org", "hostname": "testbed", "timezone": "Etc/UTC",
+            "modules": {"echo": {"enable": true}, "web": {"enable": true}}
+        }),
+        volumes: vec![],
+        config: "",
+    });
+    let client = testbed.start_daemon().await;
+    let r = client
+        .query(
+            "mutation { system { runSystemRebuild { job { uid } } } }",
+            json!({}),
+        )
+        .await;
+    let uid = r["data"]["system"]["runSystemRebuild"]["job"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(wait_job_done(&client, &uid).await["status"], "FINISHED");
+    let mut original = Vec::new();
+    for (s, id) in services.iter().enumerate() {
+        let folder = testbed.path(&format!("/var/lib/{id}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        for n in 0..4 {
+            random_file(
+                &folder.join(format!("part-{n}")),
+                16 << 20,
+                (s * 100 + n) as u64,
+            );
+        }
+        original.push(std::fs::read_dir(&folder).unwrap().count());
+    }
+    let digest = || testbed.run(&["sh", "-c", "cd /var/lib && sha256sum echo/* web/*"]);
+    let before = digest();
+    let r = client
+        .query(
+            "mutation { backup { initializeRepository(repository: {provider: FILE, locationId: \"\", locationName: \"/var/lib/backup-repo\", login: \"\", password: \"\"}) { code message } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        r["data"]["backup"]["initializeRepository"]["code"], 200,
+        "{r}"
+    );
+    const TOTAL: &str = "mutation { backup { totalBackup { code message job { uid } } } }";
+    let r = client.query(TOTAL, json!({})).await;
+    let uid = r["data"]["backup"]["totalBackup"]["job"]["uid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_owned();
+    // Killed while one of the services is stopped for its backup.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stopped = loop {
+        if let Some(id) = services
+            .iter()
+            .find(|id| testbed.unit_state(&format!("{id}.service")) != "active")
+        {
+            break *id;
+        }
+        assert!(Instant::now() < deadline, "no service was ever stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    testbed.restart_daemon(&client).await;
+
+    let job = job_by_uid(&client, &uid).await;
+    assert_eq!(job["status"], "ERROR", "marked interrupted at start: {job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Interrupted"),
+        "{job}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in services {
+        while testbed.unit_state(&format!("{id}.service")) != "active" {
+            assert!(
+                Instant::now() < deadline,
+                "{id}.service was not started again after the daemon came back"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(digest(), before, "the data is as it was");
+
+    let r = client.query(TOTAL, json!({})).await;
+    let again = r["data"]["backup"]["totalBackup"]["job"]["uid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_owned();
+    let job = wait_job_done(&client, &again).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    let r = client
+        .query(
+            "{ backup { allSnapshots { id service { id } } } }",
+            json!({}),
+        )
+        .await;
+    let snapshotted: BTreeSet<&str> = r["data"]["backup"]["allSnapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["service"]["id"].as_str())
+        .collect();
+    for id in services {
+        assert!(snapshotted.contains(id), "{id} has a snapshot: {r}");
+    }
+    eprintln!(
+        "crash safety: total backup killed while {stopped} was stopped: job ERROR (interrupted), \
+         services running again, {} files unchanged, the next total backup FINISHED",
+        original.iter().sum::<usize>()
     );
 }
