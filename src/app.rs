@@ -64,17 +64,22 @@ impl App {
             RebuildKind::of_job(&job.type_id).is_some()
         })?);
         let systemd = Arc::new(SystemdLink::new(config.dbus_address.clone()));
-        // A daemon killed mid-write leaves its temp file; nothing else would
-        // ever remove it.
-        for written in [
-            &config.userdata_file,
-            &config.secrets_file,
-            &config.state_dir.join("applied-userdata.json"),
-            &config.state_dir.join("applied-flake.nix"),
-            &config.state_dir.join("rebuild-profile-before"),
-            &config.nixos_config_dir.join("flake.nix"),
-        ] {
-            crate::os::files::remove_abandoned_temp_files(written);
+        // A daemon killed mid-write leaves its temp file beside the file it
+        // was replacing; nothing else would ever remove it.
+        let backups_dir = config.state_dir.join("backups");
+        for dir in [
+            config.userdata_file.parent(),
+            config.secrets_file.parent(),
+            Some(config.nixos_config_dir.as_path()),
+            Some(config.state_dir.as_path()),
+            Some(backups_dir.as_path()),
+            Some(backups_dir.join("stopped").as_path()),
+            Some(backups_dir.join("swaps").as_path()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            crate::os::files::remove_abandoned_temp_files_in(dir);
         }
         let userdata = Arc::new(UserdataFile::new(config.userdata_file.clone()));
         let applied_userdata = userdata.clone();
