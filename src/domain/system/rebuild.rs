@@ -403,7 +403,8 @@ impl Rebuilds {
     }
 
     /// [`declared_userdata`](Self::declared_userdata), shared: the file's
-    /// cached parse while nothing is queued, a new document otherwise.
+    /// cached parse while nothing is queued, a new document otherwise (so
+    /// views cached by document are built again while changes are queued).
     pub fn declared_userdata_shared(&self) -> Outcome<Arc<Value>> {
         let phase = self.phase();
         let file = self
