@@ -67,6 +67,23 @@ impl App {
             RebuildKind::of_job(&job.type_id).is_some()
         })?);
         let systemd = Arc::new(SystemdLink::new(config.dbus_address.clone()));
+        // A daemon killed mid-write leaves its temp file beside the file it
+        // was replacing; nothing else would ever remove it.
+        let backups_dir = config.state_dir.join("backups");
+        for dir in [
+            config.userdata_file.parent(),
+            config.secrets_file.parent(),
+            Some(config.nixos_config_dir.as_path()),
+            Some(config.state_dir.as_path()),
+            Some(backups_dir.as_path()),
+            Some(backups_dir.join("stopped").as_path()),
+            Some(backups_dir.join("swaps").as_path()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            crate::os::files::remove_abandoned_temp_files_in(dir);
+        }
         let userdata = Arc::new(UserdataFile::new(config.userdata_file.clone()));
         let applied_userdata = userdata.clone();
         let storage_userdata = userdata.clone();
@@ -118,7 +135,6 @@ impl App {
         }
         let services = Services::new(
             Catalogue::new(config.sp_modules_dir.clone()),
-            applied_userdata,
             systemd.clone(),
             rebuilds.clone(),
             Duration::from_secs(config.unit_timeout_secs),
@@ -138,7 +154,6 @@ impl App {
             PathBuf::from("/proc"),
         ));
         let system_settings = crate::domain::system::settings::SystemSettings::new(
-            config.userdata_file.clone(),
             rebuilds.clone(),
             crate::os::zoneinfo::database_dir(config.zoneinfo_dir.as_deref()),
             config.secrets_file.clone(),

@@ -10,7 +10,7 @@ use crate::testbed::{Setup, Testbed, module};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-const CONFIG: &str = "rebuild_debounce_ms = 300\n";
+pub const CONFIG: &str = "rebuild_debounce_ms = 300\n";
 
 /// A movable module whose data folder is /var/lib/notes, owned by www-data.
 pub fn notes_module() -> String {
@@ -112,13 +112,13 @@ for dirpath, dirnames, filenames in os.walk(root):
 print(json.dumps(out, sort_keys=True))
 "#;
 
-fn manifest(testbed: &Testbed, folder: &str) -> Value {
+pub fn manifest(testbed: &Testbed, folder: &str) -> Value {
     let text = testbed.run(&["python3", "-c", MANIFEST, folder]);
     serde_json::from_str(&text).unwrap()
 }
 
 /// Fails naming the first entries that differ (not the whole tree).
-fn assert_same_files(testbed: &Testbed, folder: &str, original: &Value, what: &str) {
+pub fn assert_same_files(testbed: &Testbed, folder: &str, original: &Value, what: &str) {
     let found = manifest(testbed, folder);
     if &found == original {
         return;
@@ -139,16 +139,16 @@ fn assert_same_files(testbed: &Testbed, folder: &str, original: &Value, what: &s
     );
 }
 
-fn exists(testbed: &Testbed, path: &str) -> bool {
+pub fn exists(testbed: &Testbed, path: &str) -> bool {
     testbed.exec(&["test", "-e", path]).status.success()
 }
 
-fn location(testbed: &Testbed) -> Value {
+pub fn location(testbed: &Testbed) -> Value {
     let text = std::fs::read_to_string(testbed.path("/etc/nixos/userdata.json")).unwrap();
     serde_json::from_str::<Value>(&text).unwrap()["modules"]["notes"]["location"].clone()
 }
 
-async fn move_notes(client: &Client, to: &str) -> Value {
+pub async fn move_notes(client: &Client, to: &str) -> Value {
     let r = client
         .query(
             &operation("MoveService"),
@@ -184,7 +184,7 @@ fn users_of(volume: &Value) -> Vec<String> {
 }
 
 /// Follows a move job to its end, noting every progress value seen.
-async fn follow(client: &Client, uid: &str) -> (Value, Vec<i64>) {
+pub async fn follow(client: &Client, uid: &str) -> (Value, Vec<i64>) {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut seen = Vec::new();
     loop {
@@ -202,11 +202,11 @@ async fn follow(client: &Client, uid: &str) -> (Value, Vec<i64>) {
     }
 }
 
-fn invocation(testbed: &Testbed) -> String {
+pub fn invocation(testbed: &Testbed) -> String {
     testbed.run(&["systemctl", "show", "-P", "InvocationID", "notes.service"])
 }
 
-async fn prepared(
+pub async fn prepared(
     volumes: Vec<&'static str>,
     config: &'static str,
     files: usize,

@@ -170,52 +170,61 @@ impl Daemon {
     /// Starts (or restarts) the daemon process on a fresh port.
     pub async fn launch(&mut self) {
         for _attempt in 0..5 {
-            let port = free_port();
-            let child = Command::new(BIN)
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .arg("--state-dir")
-                .arg(self.state_dir.path())
-                .arg("--test-hooks-socket")
-                .arg(self.hooks_socket())
-                .arg("--config")
-                .arg(self.state_dir.path().join("config.toml"))
-                // A daemon outside a testbed must not reach the host: its
-                // system bus does not exist and its NixOS files are its own.
-                .env("SELFPRIVACY_API_DBUS_ADDRESS", NO_BUS)
-                .env(
-                    "SELFPRIVACY_API_USERDATA_FILE",
-                    self.state_dir.path().join("userdata.json"),
-                )
-                .env(
-                    "SELFPRIVACY_API_SP_MODULES_DIR",
-                    self.state_dir.path().join("sp-modules"),
-                )
-                .env(
-                    "SELFPRIVACY_API_NIXOS_CONFIG_DIR",
-                    self.state_dir.path().join("nixos"),
-                )
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(match &self.log {
-                    Some(path) => Stdio::from(
-                        std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(path)
-                            .unwrap(),
-                    ),
-                    None => Stdio::inherit(),
-                })
-                .spawn()
-                .unwrap();
-            self.child = Some(child);
-            self.client = Client::new(port, &self.client.token);
-            if self.wait_ready_or_exit().await {
+            if self.try_launch().await {
                 return;
             }
-            self.kill();
         }
         panic!("the daemon did not start");
+    }
+
+    /// One attempt at [`launch`](Self::launch): whether the daemon became
+    /// ready (it is killed if not).
+    pub async fn try_launch(&mut self) -> bool {
+        let port = free_port();
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--state-dir")
+            .arg(self.state_dir.path())
+            .arg("--test-hooks-socket")
+            .arg(self.hooks_socket())
+            .arg("--config")
+            .arg(self.state_dir.path().join("config.toml"))
+            // A daemon outside a testbed must not reach the host: its
+            // system bus does not exist and its NixOS files are its own.
+            .env("SELFPRIVACY_API_DBUS_ADDRESS", NO_BUS)
+            .env(
+                "SELFPRIVACY_API_USERDATA_FILE",
+                self.state_dir.path().join("userdata.json"),
+            )
+            .env(
+                "SELFPRIVACY_API_SP_MODULES_DIR",
+                self.state_dir.path().join("sp-modules"),
+            )
+            .env(
+                "SELFPRIVACY_API_NIXOS_CONFIG_DIR",
+                self.state_dir.path().join("nixos"),
+            )
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(match &self.log {
+                Some(path) => Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .unwrap(),
+                ),
+                None => Stdio::inherit(),
+            })
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.client = Client::new(port, &self.client.token);
+        if self.wait_ready_or_exit().await {
+            return true;
+        }
+        self.kill();
+        false
     }
 
     async fn wait_ready_or_exit(&mut self) -> bool {
@@ -304,4 +313,37 @@ pub fn http_client() -> reqwest::Client {
             .expect("an HTTP client")
     });
     CLIENT.clone()
+}
+
+/// Whether a process with `uid` and `gid` (no other groups) can connect.
+pub fn can_connect_as(socket: &Path, uid: u32, gid: u32) -> bool {
+    let out = Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--clear-groups",
+            // The system's python: a per-user one may not be readable.
+            "/usr/bin/python3",
+            "-c",
+            "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])",
+        ])
+        .arg(socket)
+        .output()
+        .unwrap();
+    eprintln!(
+        "connect as {uid}:{gid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.status.success()
+}
+
+pub fn gid_of(group: &str) -> u32 {
+    std::fs::read_to_string("/etc/group")
+        .unwrap()
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<_> = line.split(':').collect();
+            (fields[0] == group).then(|| fields[2].parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no group {group}"))
 }

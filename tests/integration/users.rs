@@ -749,39 +749,6 @@ fn check_mail_login(socket: &Path, username: &str, password: &str) -> String {
     answer.trim().to_owned()
 }
 
-/// Whether a process with `uid` and `gid` (no other groups) can connect.
-fn can_connect_as(socket: &Path, uid: u32, gid: u32) -> bool {
-    let out = Command::new("setpriv")
-        .args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={gid}"),
-            "--clear-groups",
-            // The system's python: a per-user one may not be readable.
-            "/usr/bin/python3",
-            "-c",
-            "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])",
-        ])
-        .arg(socket)
-        .output()
-        .unwrap();
-    eprintln!(
-        "connect as {uid}:{gid}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.status.success()
-}
-
-fn gid_of(group: &str) -> u32 {
-    std::fs::read_to_string("/etc/group")
-        .unwrap()
-        .lines()
-        .find_map(|line| {
-            let fields: Vec<_> = line.split(':').collect();
-            (fields[0] == group).then(|| fields[2].parse().unwrap())
-        })
-        .unwrap_or_else(|| panic!("no group {group}"))
-}
-
 #[tokio::test]
 async fn email_passwords_are_checked_over_a_group_only_socket_with_a_rate_limit() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};

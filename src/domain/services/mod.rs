@@ -15,7 +15,6 @@ use super::system::changes::{FileEdit, UserdataChange};
 use super::system::rebuild::{Accepted, ConfigChange, Rebuilds};
 use crate::os::disks::{self, Filesystem};
 use crate::os::systemd::{JobOutcome, SystemdLink, UnitAction};
-use crate::os::userdata::UserdataFile;
 use catalogue::Catalogue;
 use config::Setting;
 use definition::Definition;
@@ -168,8 +167,8 @@ pub struct ServicesSetup {
 
 pub struct Services {
     catalogue: Catalogue,
-    userdata: Arc<UserdataFile>,
     systemd: Arc<SystemdLink>,
+    /// userdata is read as declared through it, and written through it.
     rebuilds: Arc<Rebuilds>,
     unit_timeout: Duration,
     setup: ServicesSetup,
@@ -221,7 +220,6 @@ pub(crate) fn service_not_found() -> Failure {
 impl Services {
     pub fn new(
         catalogue: Catalogue,
-        userdata: Arc<UserdataFile>,
         systemd: Arc<SystemdLink>,
         rebuilds: Arc<Rebuilds>,
         unit_timeout: Duration,
@@ -229,7 +227,6 @@ impl Services {
     ) -> Self {
         Services {
             catalogue,
-            userdata,
             systemd,
             rebuilds,
             unit_timeout,
@@ -258,10 +255,7 @@ impl Services {
     /// due a new look (every few seconds), not on every query.
     pub async fn list_shared(&self) -> Outcome<Arc<Vec<Arc<ServiceView>>>> {
         let definitions = self.catalogue.definitions();
-        let userdata = self
-            .userdata
-            .read_shared()
-            .map_err(|e| Failure::internal("reading userdata", e))?;
+        let userdata = self.rebuilds.declared_userdata_shared()?;
         let statuses = self.statuses(&definitions).await;
         let installed = self.installed_modules();
         let usage_generation = self.usage.generation();
@@ -300,10 +294,7 @@ impl Services {
 
     pub async fn get(&self, id: &str) -> Outcome<ServiceView> {
         let definition = self.catalogue.get(id).ok_or_else(service_not_found)?;
-        let userdata = self
-            .userdata
-            .read_shared()
-            .map_err(|e| Failure::internal("reading userdata", e))?;
+        let userdata = self.rebuilds.declared_userdata_shared()?;
         let status = self.statuses(std::slice::from_ref(&definition)).await[0];
         let installed = self.installed_modules();
         Ok(self.view(&definition, &userdata, status, &installed).await)

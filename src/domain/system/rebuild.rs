@@ -246,6 +246,19 @@ impl AppliedConfig {
     }
 }
 
+/// Applies the changes queued behind the running rebuild, in order.
+fn apply_queued(phase: &Phase, document: &mut Value, context: &ChangeContext) {
+    if let Phase::Running {
+        pending: Some((_, queued)),
+    } = phase
+    {
+        for change in queued {
+            // One that no longer applies is refused when it is written.
+            let _ = change.userdata.apply(document, context);
+        }
+    }
+}
+
 pub struct Rebuilds {
     systemd: Arc<SystemdLink>,
     jobs: Arc<JobRegistry>,
@@ -400,6 +413,36 @@ impl Rebuilds {
                 })
             }
         }
+    }
+
+    /// userdata as the owner declared it: the file with the changes queued
+    /// behind the running rebuild applied, in order. Readers see a change
+    /// as soon as it is accepted, written yet or not (a user created during
+    /// a rebuild can be listed, given keys and deleted at once).
+    pub fn declared_userdata(&self) -> Outcome<Value> {
+        let context = self.context();
+        let phase = self.phase();
+        let mut document = self.read_userdata()?;
+        apply_queued(&phase, &mut document, &context);
+        Ok(document)
+    }
+
+    /// [`declared_userdata`](Self::declared_userdata), shared: the file's
+    /// cached parse while nothing is queued, a new document otherwise (so
+    /// views cached by document are built again while changes are queued).
+    pub fn declared_userdata_shared(&self) -> Outcome<Arc<Value>> {
+        let phase = self.phase();
+        let file = self
+            .config
+            .userdata
+            .read_shared()
+            .map_err(|e| Failure::internal("reading userdata", e))?;
+        if !matches!(&*phase, Phase::Running { pending: Some((_, queued)) } if !queued.is_empty()) {
+            return Ok(file);
+        }
+        let mut document = Value::clone(&file);
+        apply_queued(&phase, &mut document, &self.context());
+        Ok(Arc::new(document))
     }
 
     fn read_userdata(&self) -> Outcome<Value> {

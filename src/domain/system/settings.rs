@@ -7,7 +7,6 @@ use super::changes::UserdataChange;
 use super::rebuild::{Accepted, ConfigChange, Rebuilds};
 use crate::domain::error::{Failure, Outcome};
 use crate::os::secrets::SecretsFile;
-use crate::os::userdata::UserdataFile;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -147,32 +146,24 @@ pub struct DnsCredentials {
 }
 
 pub struct SystemSettings {
-    /// Read only here: every write goes through `Rebuilds::change`.
-    userdata: UserdataFile,
+    /// Every read and write of userdata goes through it.
     rebuilds: Arc<Rebuilds>,
     zoneinfo: PathBuf,
     secrets: SecretsFile,
 }
 
 impl SystemSettings {
-    pub fn new(
-        userdata: PathBuf,
-        rebuilds: Arc<Rebuilds>,
-        zoneinfo: PathBuf,
-        secrets: PathBuf,
-    ) -> Self {
+    pub fn new(rebuilds: Arc<Rebuilds>, zoneinfo: PathBuf, secrets: PathBuf) -> Self {
         SystemSettings {
-            userdata: UserdataFile::new(userdata),
             rebuilds,
             zoneinfo,
             secrets: SecretsFile::new(secrets),
         }
     }
 
+    /// As declared: with the changes queued behind a running rebuild.
     pub fn userdata(&self) -> Outcome<Value> {
-        self.userdata
-            .read()
-            .map_err(|e| Failure::internal("reading userdata", e))
+        self.rebuilds.declared_userdata()
     }
 
     pub fn settings(&self) -> Outcome<Settings> {

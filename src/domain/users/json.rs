@@ -9,26 +9,22 @@ use super::{
 use crate::domain::error::{Failure, Outcome};
 use crate::domain::system::changes::UserdataChange;
 use crate::domain::system::rebuild::{Accepted, ConfigChange, Rebuilds};
-use crate::os::userdata::UserdataFile;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
 pub struct JsonUsers {
-    userdata: Arc<UserdataFile>,
+    /// userdata is read as declared through it, and written through it.
     rebuilds: Arc<Rebuilds>,
 }
 
 impl JsonUsers {
-    pub fn new(userdata: Arc<UserdataFile>, rebuilds: Arc<Rebuilds>) -> JsonUsers {
-        JsonUsers { userdata, rebuilds }
+    pub fn new(rebuilds: Arc<Rebuilds>) -> JsonUsers {
+        JsonUsers { rebuilds }
     }
 
     fn accounts(&self) -> Outcome<Vec<Account>> {
-        let document = self
-            .userdata
-            .read()
-            .map_err(|e| Failure::internal("reading userdata", e))?;
+        let document = self.rebuilds.declared_userdata()?;
         Ok(accounts_in(&document))
     }
 }

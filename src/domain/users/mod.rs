@@ -123,7 +123,7 @@ pub struct UserView {
 
 pub struct Users {
     repository: Arc<dyn UserRepository>,
-    userdata: Arc<UserdataFile>,
+    /// userdata is read as declared through it, and written through it.
     rebuilds: Arc<Rebuilds>,
     /// `/etc/passwd`: new users must not clash with system accounts.
     passwd_file: PathBuf,
@@ -146,22 +146,18 @@ pub fn user_not_found(username: &str) -> Failure {
 impl Users {
     pub fn new(
         repository: Arc<dyn UserRepository>,
-        userdata: Arc<UserdataFile>,
         rebuilds: Arc<Rebuilds>,
         passwd_file: PathBuf,
     ) -> Users {
         Users {
             repository,
-            userdata,
             rebuilds,
             passwd_file,
         }
     }
 
     fn read_userdata(&self) -> Outcome<Value> {
-        self.userdata
-            .read()
-            .map_err(|e| Failure::internal("reading userdata", e))
+        self.rebuilds.declared_userdata()
     }
 
     fn view(&self, account: Account, document: &Value) -> UserView {
@@ -474,21 +470,14 @@ pub fn open(
     rebuilds: Arc<Rebuilds>,
 ) -> Outcome<Users> {
     let repository: Arc<dyn UserRepository> = match config.users_backend {
-        crate::config::UsersBackend::Json => {
-            Arc::new(json::JsonUsers::new(userdata.clone(), rebuilds.clone()))
-        }
+        crate::config::UsersBackend::Json => Arc::new(json::JsonUsers::new(rebuilds.clone())),
         crate::config::UsersBackend::Kanidm => Arc::new(kanidm::KanidmUsers::new(
             &config.kanidm_url,
             config.kanidm_token_file.clone(),
-            userdata.clone(),
+            userdata,
         )?),
     };
-    Ok(Users::new(
-        repository,
-        userdata,
-        rebuilds,
-        config.passwd_file.clone(),
-    ))
+    Ok(Users::new(repository, rebuilds, config.passwd_file.clone()))
 }
 
 #[cfg(test)]
