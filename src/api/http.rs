@@ -77,6 +77,8 @@ pub async fn serve(app: Arc<App>, test_hooks_socket: Option<PathBuf>) -> anyhow:
     // Samples taken since the last batch are written on the way out.
     let monitoring = app.monitoring.clone();
     let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+    // Start-up is over: its code need not stay resident (idle RSS).
+    crate::os::process_memory::release_startup_pages();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, service).with_graceful_shutdown(async move {
