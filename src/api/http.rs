@@ -77,8 +77,6 @@ pub async fn serve(app: Arc<App>, test_hooks_socket: Option<PathBuf>) -> anyhow:
     // Samples taken since the last batch are written on the way out.
     let monitoring = app.monitoring.clone();
     let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
-    // Start-up is over: its code need not stay resident (idle RSS).
-    crate::os::process_memory::release_startup_pages();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, service).with_graceful_shutdown(async move {
@@ -118,6 +116,12 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 }
 
 fn spawn_housekeeping(app: Arc<App>) {
+    // Once start-up and the samplers' first round are over, the code only
+    // they ran need not stay resident (idle RSS).
+    tokio::spawn(async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = tokio::task::spawn_blocking(crate::os::process_memory::release_startup_pages).await;
+    });
     let monitor = app.clone();
     tokio::spawn(crate::domain::monitoring::run(
         app.monitoring.clone(),
