@@ -7,13 +7,8 @@
 
 use crate::app::App;
 use crate::domain::tokens::Caller;
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextResolve, ResolveInfo,
-};
-use async_graphql::{
-    Context, PathSegment, QueryPathNode, QueryPathSegment, Request, ServerError, ServerResult,
-    Value,
-};
+use async_graphql::extensions::{ExtensionContext, ResolveInfo};
+use async_graphql::{Context, PathSegment, QueryPathNode, QueryPathSegment, Request, ServerError};
 use std::any::TypeId;
 use std::sync::Arc;
 
@@ -84,58 +79,31 @@ fn path_of(node: &QueryPathNode<'_>) -> Vec<PathSegment> {
     path
 }
 
-pub struct RequireToken;
-
-impl ExtensionFactory for RequireToken {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(RequireTokenExtension)
+/// Who the request is from, before anything runs: a websocket operation's
+/// caller is who its connection's token belongs to now. Introspection is
+/// for the owner's tools, so only with a token (the field check gives the
+/// clear error; this is a second lock).
+pub fn authenticate(ctx: &ExtensionContext<'_>, mut request: Request) -> (Request, bool) {
+    if !request.data.contains_key(&TypeId::of::<Caller>())
+        && let (Some(token), Some(app)) =
+            (ctx.data_opt::<PresentedToken>(), ctx.data_opt::<Arc<App>>())
+        && let Some(caller) = app.tokens.authenticate(&token.0)
+    {
+        request = request.data(caller);
+    }
+    if request.data.contains_key(&TypeId::of::<Caller>()) {
+        (request, true)
+    } else {
+        (request.disable_introspection(), false)
     }
 }
 
-struct RequireTokenExtension;
-
-#[async_trait::async_trait]
-impl Extension for RequireTokenExtension {
-    /// Introspection is for the owner's tools: only with a token (the field
-    /// check below gives the clear error; this is a second lock).
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
-        let mut request = request;
-        // A websocket operation: who the token belongs to now.
-        if !request.data.contains_key(&TypeId::of::<Caller>())
-            && let (Some(token), Some(app)) =
-                (ctx.data_opt::<PresentedToken>(), ctx.data_opt::<Arc<App>>())
-            && let Some(caller) = app.tokens.authenticate(&token.0)
-        {
-            request = request.data(caller);
-        }
-        let authenticated = request.data.contains_key(&TypeId::of::<Caller>());
-        let request = if authenticated {
-            request
-        } else {
-            request.disable_introspection()
-        };
-        next.run(ctx, request).await
-    }
-
-    async fn resolve(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        info: ResolveInfo<'_>,
-        next: NextResolve<'_>,
-    ) -> ServerResult<Option<Value>> {
-        if !is_public(info.parent_type, info.name) && ctx.data_opt::<Caller>().is_none() {
-            let error = crate::api::errors::unauthenticated();
-            let mut server_error = ServerError::new(error.message, None);
-            server_error.extensions = error.extensions;
-            // The position comes from the document (`field_errors`).
-            server_error.path = path_of(info.path_node);
-            return Err(server_error);
-        }
-        next.run(ctx, info).await
-    }
+/// The error for a field that needs a token, asked without one.
+pub fn refusal(info: &ResolveInfo<'_>) -> ServerError {
+    let error = crate::api::errors::unauthenticated();
+    let mut server_error = ServerError::new(error.message, None);
+    server_error.extensions = error.extensions;
+    // The position comes from the document (`field_errors`).
+    server_error.path = path_of(info.path_node);
+    server_error
 }

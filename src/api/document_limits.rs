@@ -5,16 +5,13 @@
 //! spread each other three times per level costs 3^levels before any field
 //! is resolved or any token checked. Here the document is measured once,
 //! right after parsing, with each fragment's expanded size computed once
-//! (memoised), and refused past small limits. This runs for every
-//! operation, on HTTP and on websockets, with or without a token.
+//! (memoised), and refused past small limits. The request pipeline
+//! (`pipeline`) runs this for every operation, on HTTP and on websockets,
+//! with or without a token, before async-graphql's own checks.
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
-};
+use async_graphql::Positioned;
 use async_graphql::parser::types::{ExecutableDocument, Field, Selection, SelectionSet};
-use async_graphql::{Positioned, Request, ServerResult};
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// Fields once fragments are expanded: the depth and complexity checks walk
 /// this many. The app's largest operation expands to about 150.
@@ -25,31 +22,6 @@ pub const MAX_NODES: u64 = 10_000;
 pub const MAX_ALIASES: u64 = 100;
 pub const MAX_FRAGMENT_SPREADS: u64 = 500;
 pub const MAX_FRAGMENTS: usize = 200;
-
-pub struct DocumentLimits;
-
-impl ExtensionFactory for DocumentLimits {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(DocumentLimits)
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for DocumentLimits {
-    /// Before async-graphql's own checks: its recursion-depth check already
-    /// walks fragment spreads without memoising, right after parsing. The
-    /// document parsed here is the one async-graphql then uses.
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        mut request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
-        check(request.parsed_query()?)
-            .map_err(|refusal| super::errors::request_error(refusal, "DOCUMENT_TOO_LARGE"))?;
-        next.run(ctx, request).await
-    }
-}
 
 /// Why `document` is refused, if it is.
 pub fn check(document: &ExecutableDocument) -> Result<(), String> {

@@ -12,70 +12,14 @@
 //!   `data` itself when there is none;
 //! - every field error carries `path` and `locations`.
 //!
-//! Only responses with errors are touched: the document is parsed again then,
-//! so answers without errors cost one copy of the query text.
+//! Only responses with errors are touched (by the request pipeline,
+//! `pipeline`, with the document it prepared).
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery,
-};
 use async_graphql::parser::types::{
     BaseType, ExecutableDocument, OperationType, Selection, SelectionSet, Type,
 };
 use async_graphql::registry::Registry;
-use async_graphql::{Name, PathSegment, Pos, Positioned, Response, ServerResult, Value, Variables};
-use std::sync::{Arc, Mutex};
-
-pub struct SpecFieldErrors;
-
-impl ExtensionFactory for SpecFieldErrors {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(SpecFieldErrorsExtension::default())
-    }
-}
-
-#[derive(Default)]
-struct SpecFieldErrorsExtension {
-    /// The request's document text, parsed again only if errors need it.
-    query: Mutex<Option<Arc<str>>>,
-}
-
-#[async_trait::async_trait]
-impl Extension for SpecFieldErrorsExtension {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        *self.query.lock().expect("query lock") = Some(Arc::from(query));
-        next.run(ctx, query, variables).await
-    }
-
-    async fn execute(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: NextExecute<'_>,
-    ) -> Response {
-        let mut response = next.run(ctx, operation_name).await;
-        if response.errors.is_empty() {
-            return response;
-        }
-        let query = self.query.lock().expect("query lock").clone();
-        if let Some(query) = query
-            && let Ok(document) = async_graphql::parser::parse_query(&*query)
-        {
-            apply(
-                &ctx.schema_env.registry,
-                &document,
-                operation_name,
-                &mut response,
-            );
-        }
-        response
-    }
-}
+use async_graphql::{Name, PathSegment, Pos, Positioned, Response, Value};
 
 /// Puts `response` right for the operation `operation_name` of `document`.
 pub fn apply(
@@ -334,7 +278,55 @@ fn set_null(data: &mut Value, path: &[PathSegment]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use async_graphql::{Object, Schema, ServerError, SimpleObject, Subscription};
+    use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute};
+    use async_graphql::{Object, Schema, ServerError, ServerResult, SimpleObject, Subscription};
+    use std::sync::{Arc, Mutex};
+
+    /// [`apply`] on every response, as the request pipeline does; the
+    /// document is parsed again from the query text.
+    struct SpecFieldErrors;
+
+    impl ExtensionFactory for SpecFieldErrors {
+        fn create(&self) -> Arc<dyn Extension> {
+            Arc::new(SpecFieldErrorsExtension::default())
+        }
+    }
+
+    #[derive(Default)]
+    struct SpecFieldErrorsExtension {
+        query: Mutex<Option<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Extension for SpecFieldErrorsExtension {
+        async fn prepare_request(
+            &self,
+            ctx: &ExtensionContext<'_>,
+            request: async_graphql::Request,
+            next: async_graphql::extensions::NextPrepareRequest<'_>,
+        ) -> ServerResult<async_graphql::Request> {
+            *self.query.lock().unwrap() = Some(request.query.clone());
+            next.run(ctx, request).await
+        }
+
+        async fn execute(
+            &self,
+            ctx: &ExtensionContext<'_>,
+            operation_name: Option<&str>,
+            next: NextExecute<'_>,
+        ) -> Response {
+            let mut response = next.run(ctx, operation_name).await;
+            let query = self.query.lock().unwrap().clone().unwrap();
+            let document = async_graphql::parser::parse_query(query).unwrap();
+            apply(
+                &ctx.schema_env.registry,
+                &document,
+                operation_name,
+                &mut response,
+            );
+            response
+        }
+    }
 
     #[derive(SimpleObject)]
     struct Inner {

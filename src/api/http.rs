@@ -116,6 +116,12 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 }
 
 fn spawn_housekeeping(app: Arc<App>) {
+    // Once start-up and the samplers' first round are over, the code only
+    // they ran need not stay resident (idle RSS).
+    tokio::spawn(async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = tokio::task::spawn_blocking(crate::os::process_memory::release_startup_pages).await;
+    });
     let monitor = app.clone();
     tokio::spawn(crate::domain::monitoring::run(
         app.monitoring.clone(),

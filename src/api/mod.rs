@@ -6,6 +6,7 @@ pub mod document_limits;
 pub mod errors;
 pub mod field_errors;
 pub mod http;
+pub mod pipeline;
 pub mod roots;
 pub mod scalars;
 pub mod time_limit;
@@ -31,9 +32,7 @@ pub fn build_schema(app: Option<Arc<App>>) -> ApiSchema {
         .register_output_type::<types::services::ConfigItem>()
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
-        .extension(document_limits::DocumentLimits)
-        .extension(auth::RequireToken)
-        .extension(field_errors::SpecFieldErrors);
+        .extension(pipeline::Pipeline::default());
     if let Some(app) = app {
         builder = builder.data(app);
     }

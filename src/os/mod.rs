@@ -14,6 +14,7 @@ pub mod journal;
 pub mod mail_auth_socket;
 pub mod network;
 pub mod postgres;
+pub mod process_memory;
 pub mod restic;
 pub mod secrets;
 pub mod sp_modules;

@@ -187,9 +187,11 @@ impl Store {
     /// Changes whenever another process commits to the database (the
     /// `token` command while the daemon runs), so caches know to reload.
     pub fn data_version(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .conn()
-            .pragma_query_value(None, "data_version", |r| r.get(0))?)
+        // Asked on every authenticated request: the statement is prepared
+        // once, not parsed each time.
+        let conn = self.conn();
+        let mut statement = conn.prepare_cached("PRAGMA data_version")?;
+        Ok(statement.query_row([], |r| r.get(0))?)
     }
 
     /// Runs a token, key, move or queued-change write with `synchronous =

@@ -27,6 +27,7 @@ use async_graphql::{
 };
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt::Write;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -415,8 +416,8 @@ impl OutputType for ServiceList {
         ctx: &ContextSelectionSet<'_>,
         field: &Positioned<Field>,
     ) -> ServerResult<Value> {
-        let key = selection_key(ctx, field);
-        let kept = |view: &ServiceView| key.and_then(|k| view.memo.get::<Value>(k));
+        let key = SelectionKey::of(ctx, field);
+        let kept = |view: &ServiceView| key.as_ref().and_then(|k| k.kept(view));
         let errors_before = ctx.query_env.errors.lock().map(|e| e.len()).ok();
         let mut resolving = Vec::new();
         for (index, view) in self.0.iter().enumerate() {
@@ -438,8 +439,8 @@ impl OutputType for ServiceList {
             && ctx.query_env.errors.lock().map(|e| e.len()).ok() == errors_before;
         let mut values: Vec<Option<Value>> = vec![None; self.0.len()];
         for (index, value) in resolved {
-            if let (Some(key), true) = (key, clean) {
-                self.0[index].memo.set(key, Arc::new(value.clone()));
+            if let (Some(key), true) = (&key, clean) {
+                key.keep(&self.0[index], value.clone());
             }
             values[index] = Some(value);
         }
@@ -448,7 +449,7 @@ impl OutputType for ServiceList {
             .zip(self.0.iter())
             .map(|(value, view)| {
                 value
-                    .or_else(|| kept(view).map(|v| Value::clone(&v)))
+                    .or_else(|| kept(view).map(|kept| kept.value.clone()))
                     .unwrap_or(Value::Null)
             })
             .collect();
@@ -457,35 +458,73 @@ impl OutputType for ServiceList {
 }
 
 // What a field's selection asks for (names, aliases, arguments,
-// directives, fragments, and the variables they may use), as a hash; None
-// when it reaches fields outside the view.
-fn selection_key(ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> Option<u64> {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    hash_selection(
-        &field.node.selection_set.node,
-        &ctx.query_env.fragments,
-        &mut hasher,
-        0,
-    )?;
-    if !ctx.query_env.variables.is_empty() {
-        format!("{:?}", *ctx.query_env.variables).hash(&mut hasher);
-    }
-    Some(hasher.finish())
+// directives, fragments, and the variables they may use), written out in
+// full: two selections share a kept value only if they ask for the same.
+// None when the selection reaches fields outside the view.
+struct SelectionKey {
+    text: String,
+    // The memo's key; the text decides.
+    hash: u64,
 }
 
-fn hash_selection(
+// A service's value for one selection.
+struct KeptValue {
+    selection: String,
+    value: Value,
+}
+
+impl SelectionKey {
+    fn of(ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> Option<SelectionKey> {
+        let mut text = String::new();
+        write_selection(
+            &field.node.selection_set.node,
+            &ctx.query_env.fragments,
+            &mut text,
+            0,
+        )?;
+        if !ctx.query_env.variables.is_empty() {
+            write!(text, "$ {:?}", *ctx.query_env.variables).ok()?;
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut hasher);
+        Some(SelectionKey {
+            hash: hasher.finish(),
+            text,
+        })
+    }
+
+    fn kept(&self, view: &ServiceView) -> Option<Arc<KeptValue>> {
+        view.memo
+            .get::<KeptValue>(self.hash)
+            .filter(|kept| kept.selection == self.text)
+    }
+
+    fn keep(&self, view: &ServiceView, value: Value) {
+        let kept = KeptValue {
+            selection: self.text.clone(),
+            value,
+        };
+        view.memo.set(self.hash, Arc::new(kept));
+    }
+}
+
+// Names are GraphQL names, and arguments and directives are written with
+// `Debug` (strings quoted and escaped), so the text is unambiguous.
+fn write_selection(
     set: &SelectionSet,
     fragments: &HashMap<Name, Positioned<FragmentDefinition>>,
-    hasher: &mut impl Hasher,
+    out: &mut String,
     depth: usize,
 ) -> Option<()> {
     // Validation refuses fragment cycles; a bound all the same.
     if depth > 64 {
         return None;
     }
-    let directives = |d: &Vec<Positioned<Directive>>, hasher: &mut _| {
+    let directives = |d: &Vec<Positioned<Directive>>, out: &mut String| {
         if !d.is_empty() {
-            Hash::hash(&format!("{d:?}"), hasher);
+            write!(out, "@{d:?}").ok()
+        } else {
+            Some(())
         }
     };
     for selection in &set.items {
@@ -495,38 +534,39 @@ fn hash_selection(
                 if OUTSIDE_THE_VIEW.contains(&f.name.node.as_str()) {
                     return None;
                 }
-                0u8.hash(hasher);
-                f.name.node.as_str().hash(hasher);
-                f.alias.as_ref().map(|a| a.node.as_str()).hash(hasher);
-                if !f.arguments.is_empty() {
-                    format!("{:?}", f.arguments).hash(hasher);
+                out.push_str(f.name.node.as_str());
+                if let Some(alias) = &f.alias {
+                    write!(out, ":{}", alias.node).ok()?;
                 }
-                directives(&f.directives, hasher);
-                hash_selection(&f.selection_set.node, fragments, hasher, depth + 1)?;
-                3u8.hash(hasher);
+                if !f.arguments.is_empty() {
+                    write!(out, "({:?})", f.arguments).ok()?;
+                }
+                directives(&f.directives, out)?;
+                out.push('{');
+                write_selection(&f.selection_set.node, fragments, out, depth + 1)?;
+                out.push_str("} ");
             }
             Selection::FragmentSpread(spread) => {
                 let name = &spread.node.fragment_name.node;
                 let fragment = &fragments.get(name)?.node;
-                1u8.hash(hasher);
-                name.as_str().hash(hasher);
-                directives(&spread.node.directives, hasher);
-                fragment.type_condition.node.on.node.as_str().hash(hasher);
-                directives(&fragment.directives, hasher);
-                hash_selection(&fragment.selection_set.node, fragments, hasher, depth + 1)?;
-                3u8.hash(hasher);
+                write!(out, "...{name}").ok()?;
+                directives(&spread.node.directives, out)?;
+                write!(out, " on {}", fragment.type_condition.node.on.node).ok()?;
+                directives(&fragment.directives, out)?;
+                out.push('{');
+                write_selection(&fragment.selection_set.node, fragments, out, depth + 1)?;
+                out.push_str("} ");
             }
             Selection::InlineFragment(inline) => {
                 let inline = &inline.node;
-                2u8.hash(hasher);
-                inline
-                    .type_condition
-                    .as_ref()
-                    .map(|c| c.node.on.node.as_str())
-                    .hash(hasher);
-                directives(&inline.directives, hasher);
-                hash_selection(&inline.selection_set.node, fragments, hasher, depth + 1)?;
-                3u8.hash(hasher);
+                out.push_str("...");
+                if let Some(condition) = &inline.type_condition {
+                    write!(out, " on {}", condition.node.on.node).ok()?;
+                }
+                directives(&inline.directives, out)?;
+                out.push('{');
+                write_selection(&inline.selection_set.node, fragments, out, depth + 1)?;
+                out.push_str("} ");
             }
         }
     }
