@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -136,18 +136,8 @@ fn bind_private(path: &Path) -> anyhow::Result<UnixListener> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e.into()),
     }
-    let staging = parent.join(format!(".control-socket-{}.tmp", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::DirBuilder::new().mode(0o700).create(&staging)?;
-    let bound = (|| {
-        let staged = staging.join("sock");
-        let listener = UnixListener::bind(&staged)?;
-        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
-        std::fs::rename(&staged, path)?;
-        anyhow::Ok(listener)
-    })();
-    let _ = std::fs::remove_dir_all(&staging);
-    bound.map_err(|e| anyhow::anyhow!("control socket {}: {e}", path.display()))
+    crate::os::unix_socket::bind_staged(path, 0o600, None)
+        .map_err(|e| anyhow::anyhow!("control socket {}: {e}", path.display()))
 }
 
 async fn serve_client(stream: UnixStream, run_due: RunDueFn, runs: Arc<tokio::sync::Mutex<()>>) {

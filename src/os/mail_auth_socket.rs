@@ -66,12 +66,7 @@ pub fn bind(path: &Path, group: &str) -> anyhow::Result<UnixListener> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e.into()),
     }
-    let listener = UnixListener::bind(path)?;
-    // Connecting needs write permission: until this chmod only root could.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    nix::unistd::chown(path, None, Some(gid))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    Ok(listener)
+    crate::os::unix_socket::bind_staged(path, 0o660, Some(gid))
 }
 
 /// Answers checks on `path` until the process ends.

@@ -19,5 +19,6 @@ pub mod restic;
 pub mod secrets;
 pub mod sp_modules;
 pub mod systemd;
+pub mod unix_socket;
 pub mod userdata;
 pub mod zoneinfo;

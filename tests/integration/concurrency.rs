@@ -367,7 +367,7 @@ async fn fifty_clients_at_once_lose_no_change_and_never_overlap_rebuilds() {
         "unit runs per rebuild job:\n{journal}"
     );
 
-    eprintln!(
+    report(format!(
         "concurrency: {CLIENTS} clients, {operations} operations ({accepted} accepted, the rest \
          409 in races), {} rebuild jobs (most running at once: {most}, seen over {polls} polls), \
          lost updates 0 (keys {}, users {}, services {SERVICES}) in {:.1}s",
@@ -375,7 +375,7 @@ async fn fifty_clients_at_once_lose_no_change_and_never_overlap_rebuilds() {
         expected_keys.len(),
         expected_users.len(),
         started.elapsed().as_secs_f64()
-    );
+    ));
 }
 
 /// The content of every regular file under `folder` (path -> sha256): what
@@ -471,12 +471,12 @@ async fn one_operation_per_service_when_fifty_clients_move_back_up_and_restore_i
         assert_eq!(location(&testbed), "sdc");
     }
     assert_eq!(testbed.unit_state("notes.service"), "active");
-    eprintln!(
+    report(format!(
         "concurrency: {CLIENTS} clients moving, backing up and restoring one service at once: \
          1 accepted ({kind}), {} refused with 409, overlapping jobs 0, files lost 0 of {}",
         CLIENTS - 1,
         original.len()
-    );
+    ));
 }
 
 /// Changes accepted while a rebuild runs are queued in memory until it

@@ -5,7 +5,7 @@
 //! And the copying child of a move killed mid-copy (not the daemon): the
 //! move fails and rolls back with the data intact.
 
-use crate::support::{Client, Daemon, http_client};
+use crate::support::{Client, Daemon, http_client, report};
 use rand::{Rng, RngExt, SeedableRng};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -267,13 +267,13 @@ async fn userdata_survives_a_thousand_writes_with_random_kill_9() {
     assert_eq!(last["unknownKey"], json!({"kept": [1, 2, 3]}));
     assert_eq!(last["users"].as_array().unwrap().len(), 150);
 
-    eprintln!(
+    report(format!(
         "crash safety: {attempted} userdata writes attempted ({answered} answered) in {:.1}s, \
          {kills} kill -9s ({kills_mid_write} left a temp file mid-write, \
          {in_flight_landed} after an unanswered write had landed), \
          unparsable files {unparsable}, files neither old nor new {mismatches}, bytes lost {bytes_lost}",
         started.elapsed().as_secs_f64()
-    );
+    ));
     assert_eq!(unparsable, 0);
     assert_eq!(mismatches, 0);
     assert_eq!(bytes_lost, 0);
@@ -352,10 +352,10 @@ async fn cp_killed_mid_copy_fails_the_move_rolls_back_and_restarts_the_service()
         before,
         "the service was started again"
     );
-    eprintln!(
+    report(format!(
         "crash safety: cp (pid {killed}) killed mid-copy: move ERROR, rolled back, {} entries intact, bytes lost 0",
         original.as_object().unwrap().len()
-    );
+    ));
 }
 
 /// An upgrade (not only a rebuild) that the daemon dies in the middle of is
@@ -387,8 +387,9 @@ async fn an_upgrade_outlives_a_kill_9_of_the_daemon_and_ends() {
     let job = wait_job_done(&client, &uid).await;
     assert_eq!(job["status"], "FINISHED", "followed after the kill: {job}");
     assert_eq!(testbed.unit_state("echo.service"), "active");
-    eprintln!(
+    report(
         "crash safety: upgrade killed mid-run (kill -9 of the daemon): job FINISHED after the restart"
+            .to_owned(),
     );
 }
 
@@ -530,9 +531,9 @@ async fn a_total_backup_killed_mid_run_is_marked_interrupted_and_the_next_one_co
     for id in services {
         assert!(snapshotted.contains(id), "{id} has a snapshot: {r}");
     }
-    eprintln!(
+    report(format!(
         "crash safety: total backup killed while {stopped} was stopped: job ERROR (interrupted), \
          services running again, {} files unchanged, the next total backup FINISHED",
         original.iter().sum::<usize>()
-    );
+    ));
 }

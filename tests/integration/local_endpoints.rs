@@ -3,7 +3,7 @@
 //! the test-hooks socket are unix sockets with the documented owner and mode
 //! that a user who is not root cannot connect to.
 
-use crate::support::{Daemon, can_connect_as, gid_of};
+use crate::support::{Daemon, can_connect_as, gid_of, report};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -188,11 +188,11 @@ async fn the_api_port_is_the_only_network_socket_and_local_sockets_keep_others_o
             refused += usize::from(!allowed);
         }
     }
-    eprintln!(
+    report(format!(
         "local endpoints: TCP sockets {} (listening {}: {api}), UDP 0, listening unix sockets {}, \
          connections as a user who is not root refused {refused}",
         tcp.len(),
         listening.len(),
         unix.len()
-    );
+    ));
 }

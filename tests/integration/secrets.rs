@@ -380,11 +380,11 @@ async fn no_secret_reaches_a_command_line_a_log_or_a_readable_file_and_the_db_ho
             tried += 1;
         }
     }
-    eprintln!(
+    report(format!(
         "secrets audit: {} secrets, {polls} polls of /proc ({} distinct command lines), {} journal bytes, {} files checked, {tried} hashes refused as tokens",
         secrets.len(),
         command_lines.len(),
         journal.len(),
         found.len()
-    );
+    ));
 }

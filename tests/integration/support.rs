@@ -347,3 +347,20 @@ pub fn gid_of(group: &str) -> u32 {
         })
         .unwrap_or_else(|| panic!("no group {group}"))
 }
+
+/// A suite's counts (cases tried, faults injected, bytes lost): printed,
+/// and appended to `$SP_TEST_REPORT` when set, which `scripts/test` prints
+/// after the tests (libtest hides a passing test's output).
+pub fn report(line: String) {
+    eprintln!("{line}");
+    if let Ok(path) = std::env::var("SP_TEST_REPORT") {
+        use std::io::Write as _;
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(file, "{line}");
+        }
+    }
+}
