@@ -337,6 +337,20 @@ mod tests {
     }
 
     #[test]
+    fn an_input_after_a_line_that_opens_a_string_stays_code() {
+        // Found by the generated tests: the entry went after the line
+        // break, which was inside the string.
+        let flake =
+            "{\n  inputs.a.url = \"u\"; note = ''\n    text\n  '';\n  outputs = _: { };\n}\n";
+        let edited = add_module_input(flake, "b", "v").unwrap();
+        assert_eq!(installed_modules(&edited).unwrap(), ["b"]);
+        assert_eq!(
+            edited,
+            flake.replace("\"u\";", "\"u\"; inputs.sp-module-b.url = \"v\";")
+        );
+    }
+
+    #[test]
     fn broken_or_inputless_files_are_refused() {
         let imported =
             "{\n  inputs = import ./inputs.nix; # { not here\n  outputs = { self }: { };\n}\n";
