@@ -259,14 +259,12 @@ impl Restic {
         let mut last_percent = -1;
         while let Ok(Some(line)) = lines.next_line().await {
             match BackupEvent::parse(&line) {
-                Some(BackupEvent::Progress(percent)) => {
-                    if percent != last_percent {
-                        last_percent = percent;
-                        progress(percent);
-                    }
+                Some(BackupEvent::Progress(percent)) if percent != last_percent => {
+                    last_percent = percent;
+                    progress(percent);
                 }
                 Some(BackupEvent::Summary(id)) => snapshot = id,
-                None => {}
+                _ => {}
             }
         }
         let status = child.wait().await.map_err(ResticError::Spawn)?;
