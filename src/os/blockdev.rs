@@ -96,7 +96,10 @@ pub fn parse_lsblk(json: &[u8]) -> Result<Vec<BlockDevice>, BlockDevError> {
     while let Some(entry) = stack.pop() {
         stack.extend(entry.children.into_iter().rev());
         out.push(BlockDevice {
-            path: entry.path.unwrap_or_else(|| format!("/dev/{}", entry.name)),
+            path: entry
+                .path
+                .filter(|path| !path.is_empty())
+                .unwrap_or_else(|| format!("/dev/{}", entry.name)),
             name: entry.name,
             fstype: entry.fstype,
             uuid: entry.uuid,
@@ -183,6 +186,14 @@ mod tests {
         assert_eq!(devices[1].mount_points, ["/"]);
         assert_eq!(devices[2].path, "/dev/sr0");
         assert_eq!(devices[2].kind, "rom");
+    }
+
+    #[test]
+    fn an_empty_path_is_the_kernel_name_under_dev() {
+        // Found by fuzzing (fuzz/artifacts/lsblk_json): `"path": ""` was
+        // taken as the device's path.
+        let json = br#"{"blockdevices":[{"name":"sda2","path":"","type":"part"}]}"#;
+        assert_eq!(parse_lsblk(json).unwrap()[0].path, "/dev/sda2");
     }
 
     mod generated {
