@@ -21,7 +21,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,14 +196,36 @@ fn client_id(peer: SocketAddr, headers: &HeaderMap) -> ClientId {
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next());
-        real_ip.or(last_forwarded).map(|v| v.trim().to_owned())
+        real_ip.or(last_forwarded).map(str::trim)
     };
     let id = if peer.ip().is_loopback() {
-        forwarded().unwrap_or_else(|| peer.ip().to_string())
+        match forwarded() {
+            Some(text) => text
+                .parse::<IpAddr>()
+                .map_or_else(|_| text.to_owned(), client_of),
+            None => client_of(peer.ip()),
+        }
     } else {
-        peer.ip().to_string()
+        client_of(peer.ip())
     };
     ClientId(id)
+}
+
+/// Who an address counts as for throttling and socket caps: an IPv6
+/// client is its /64, the block one subscriber gets (one machine can take
+/// a new address from it for every attempt).
+fn client_of(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                let network = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("{network}/64")
+            }
+        },
+    }
 }
 
 fn locale(headers: &HeaderMap) -> Locale {
@@ -448,5 +470,25 @@ mod tests {
         assert_eq!(init_payload_token(&app_style), Some("t1"));
         assert_eq!(init_payload_token(&nested), Some("t2"));
         assert_eq!(init_payload_token(&serde_json::json!({})), None);
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64_block() {
+        let id = |peer: &str, real_ip: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(real_ip) = real_ip {
+                headers.insert("x-real-ip", real_ip.parse().unwrap());
+            }
+            client_id(peer.parse().unwrap(), &headers).0
+        };
+        let a = id("[2001:db8:1:2:aaaa::1]:4000", None);
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(id("[2001:db8:1:2:ffff:1:2:3]:4000", None), a);
+        assert_ne!(id("[2001:db8:1:3::1]:4000", None), a);
+        // Through nginx on this machine.
+        assert_eq!(id("127.0.0.1:4000", Some("2001:db8:1:2::77")), a);
+        assert_eq!(id("127.0.0.1:4000", Some("203.0.113.9")), "203.0.113.9");
+        assert_eq!(id("[::ffff:203.0.113.9]:4000", None), "203.0.113.9");
+        assert_eq!(id("203.0.113.9:4000", Some("10.0.0.1")), "203.0.113.9");
     }
 }

@@ -435,4 +435,75 @@ mod tests {
             );
         }
     }
+
+    mod generated {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// A client's message: known and unknown types, string ids (short,
+        /// long, unicode), other ids, or not JSON at all.
+        fn message() -> impl Strategy<Value = String> {
+            let kind = prop_oneof![
+                Just("connection_init"),
+                Just("subscribe"),
+                Just("start"),
+                Just("complete"),
+                Just("stop"),
+                Just("ping"),
+                Just("pong"),
+                Just("connection_terminate"),
+                Just("nonsense"),
+            ];
+            let id = prop_oneof![
+                (0..20u8).prop_map(|n| json!(n.to_string())),
+                "\\PC{0,200}".prop_map(|s| json!(s)),
+                Just(json!(7)),
+                Just(json!(null)),
+            ];
+            prop_oneof![
+                8 => (kind, id).prop_map(|(kind, id)| json!({"type": kind, "id": id, "payload": {}}).to_string()),
+                1 => "\\PC{0,40}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Whatever a client sends: no more operations in flight than
+            /// allowed, close reasons that fit a close frame, operations
+            /// refused only before init, refusals for the right id.
+            #[test]
+            fn any_message_sequence_keeps_the_bounds(
+                transport_ws in any::<bool>(),
+                messages in prop::collection::vec(message(), 0..60),
+            ) {
+                let protocol = if transport_ws {
+                    WebSocketProtocols::GraphQLWS
+                } else {
+                    WebSocketProtocols::SubscriptionsTransportWS
+                };
+                let mut guard = Guard::new(protocol);
+                for text in &messages {
+                    let initialised = guard.initialised;
+                    match guard.admit(text) {
+                        Verdict::Close(Close(code, reason)) => {
+                            prop_assert!(reason.len() <= 123, "{}", reason);
+                            if code == 4401 {
+                                prop_assert!(transport_ws && !initialised);
+                            }
+                            break;
+                        }
+                        Verdict::Reply(reply) => {
+                            let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+                            let sent: serde_json::Value = serde_json::from_str(text).unwrap();
+                            prop_assert_eq!(&reply["type"], "error");
+                            prop_assert_eq!(&reply["id"], &sent["id"]);
+                        }
+                        Verdict::Forward => {}
+                    }
+                    prop_assert!(guard.in_flight.len() <= MAX_OPERATIONS_IN_FLIGHT);
+                }
+            }
+        }
+    }
 }

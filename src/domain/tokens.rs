@@ -515,7 +515,15 @@ impl AuthThrottle {
         client: &str,
         credential: Credential,
     ) -> Result<std::time::Duration, TooManyAttempts> {
-        let now = std::time::Instant::now();
+        self.reserve_at(client, credential, std::time::Instant::now())
+    }
+
+    fn reserve_at(
+        &self,
+        client: &str,
+        credential: Credential,
+        now: std::time::Instant,
+    ) -> Result<std::time::Duration, TooManyAttempts> {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         let Some(entry) = clients.get_mut(client) else {
             return Ok(std::time::Duration::ZERO);
@@ -542,7 +550,10 @@ impl AuthThrottle {
     }
 
     pub fn record_failure(&self, client: &str, credential: Credential) {
-        let now = std::time::Instant::now();
+        self.record_failure_at(client, credential, std::time::Instant::now())
+    }
+
+    fn record_failure_at(&self, client: &str, credential: Credential, now: std::time::Instant) {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if clients.len() >= Self::MAX_CLIENTS && !clients.contains_key(client) {
             clients.retain(|_, f| now.duration_since(f.last_failure) <= Self::FORGET_AFTER);
@@ -810,5 +821,125 @@ mod tests {
                 .unwrap()
                 .is_zero()
         );
+    }
+
+    mod throttle_generated {
+        use super::super::*;
+        use proptest::prelude::*;
+        use std::time::{Duration as StdDuration, Instant};
+
+        #[derive(Debug, Clone)]
+        enum Event {
+            /// A client presents a wrong token or key.
+            Failure(usize),
+            /// A client takes a slot (its attempt is checked then).
+            Attempt(usize),
+            /// A client gets in and is forgiven.
+            Success(usize),
+            Pause(StdDuration),
+        }
+
+        const OTHERS: usize = 4;
+
+        fn events() -> impl Strategy<Value = Vec<Event>> {
+            let event = prop_oneof![
+                4 => (0..OTHERS).prop_map(Event::Failure),
+                2 => (0..OTHERS).prop_map(Event::Attempt),
+                1 => (0..OTHERS).prop_map(Event::Success),
+                2 => (0u64..20_000).prop_map(|ms| Event::Pause(StdDuration::from_millis(ms))),
+            ];
+            prop::collection::vec(event, 0..200)
+        }
+
+        fn client(i: usize) -> String {
+            format!("203.0.113.{i}")
+        }
+
+        /// Plays `events` from `start`; returns the time after them and
+        /// checks on the way that no admitted attempt waits longer than
+        /// the queue allows.
+        fn play(throttle: &AuthThrottle, start: Instant, events: &[Event]) -> Instant {
+            let mut now = start;
+            for event in events {
+                match event {
+                    Event::Failure(i) => {
+                        throttle.record_failure_at(&client(*i), Credential::DeviceToken, now)
+                    }
+                    Event::Attempt(i) => {
+                        if let Ok(wait) =
+                            throttle.reserve_at(&client(*i), Credential::DeviceToken, now)
+                        {
+                            assert!(wait <= AuthThrottle::MAX_QUEUE, "{wait:?}");
+                        }
+                    }
+                    Event::Success(i) => throttle.forgive(&client(*i)),
+                    Event::Pause(pause) => now += *pause,
+                }
+            }
+            now
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Whatever other clients did before, a client that has not
+            /// failed itself is checked at once, and one that failed no
+            /// more than the free failures too.
+            #[test]
+            fn a_valid_token_is_never_delayed_by_others(
+                events in events(),
+                own_failures in 0..=AuthThrottle::FREE_FAILURES,
+            ) {
+                let throttle = AuthThrottle::new();
+                let mut now = play(&throttle, Instant::now(), &events);
+                let owner = "198.51.100.7";
+                prop_assert_eq!(throttle.reserve_at(owner, Credential::DeviceToken, now), Ok(StdDuration::ZERO));
+                for _ in 0..own_failures {
+                    throttle.record_failure_at(owner, Credential::DeviceToken, now);
+                    now += StdDuration::from_millis(1);
+                }
+                prop_assert_eq!(throttle.reserve_at(owner, Credential::DeviceToken, now), Ok(StdDuration::ZERO));
+                throttle.forgive(owner);
+                prop_assert_eq!(throttle.reserve_at(owner, Credential::DeviceToken, now), Ok(StdDuration::ZERO));
+            }
+
+            /// A client that failed is checked at once again once it has
+            /// been quiet for the forget period, however much it failed.
+            #[test]
+            fn failures_are_forgotten(events in events(), who in 0..OTHERS) {
+                let throttle = AuthThrottle::new();
+                let now = play(&throttle, Instant::now(), &events);
+                let later = now + AuthThrottle::FORGET_AFTER + StdDuration::from_secs(1);
+                prop_assert_eq!(throttle.reserve_at(&client(who), Credential::DeviceToken, later), Ok(StdDuration::ZERO));
+            }
+
+            /// A client past its free failures gets its attempts checked
+            /// no closer together than its delay, however many it sends at
+            /// once: brute force is held to a bounded rate.
+            #[test]
+            fn a_guesser_is_held_to_its_rate(
+                failures in (AuthThrottle::FREE_FAILURES + 1)..40,
+                attempts in prop::collection::vec(0u64..3_000, 1..60),
+            ) {
+                let throttle = AuthThrottle::new();
+                let guesser = "192.0.2.1";
+                let mut now = Instant::now();
+                for _ in 0..failures {
+                    throttle.record_failure_at(guesser, Credential::DeviceToken, now);
+                }
+                let spacing = AuthThrottle::delay_after(failures);
+                let mut last_checked: Option<Instant> = None;
+                for gap in attempts {
+                    now += StdDuration::from_millis(gap);
+                    if let Ok(wait) = throttle.reserve_at(guesser, Credential::DeviceToken, now) {
+                        let checked = now + wait;
+                        if let Some(last) = last_checked {
+                            prop_assert!(checked - last >= spacing, "{:?} < {:?}", checked - last, spacing);
+                        }
+                        last_checked = Some(checked);
+                    }
+                }
+            }
+        }
     }
 }

@@ -88,14 +88,18 @@ pub fn list() -> Result<Vec<BlockDevice>, BlockDevError> {
     Ok(devices)
 }
 
-fn parse_lsblk(json: &[u8]) -> Result<Vec<BlockDevice>, BlockDevError> {
+/// `lsblk -J -b -o COLUMNS` output, partitions after their disk.
+pub fn parse_lsblk(json: &[u8]) -> Result<Vec<BlockDevice>, BlockDevError> {
     let listing: Listing = serde_json::from_slice(json)?;
     let mut out = Vec::new();
     let mut stack: Vec<Entry> = listing.blockdevices.into_iter().rev().collect();
     while let Some(entry) = stack.pop() {
         stack.extend(entry.children.into_iter().rev());
         out.push(BlockDevice {
-            path: entry.path.unwrap_or_else(|| format!("/dev/{}", entry.name)),
+            path: entry
+                .path
+                .filter(|path| !path.is_empty())
+                .unwrap_or_else(|| format!("/dev/{}", entry.name)),
             name: entry.name,
             fstype: entry.fstype,
             uuid: entry.uuid,
@@ -182,5 +186,70 @@ mod tests {
         assert_eq!(devices[1].mount_points, ["/"]);
         assert_eq!(devices[2].path, "/dev/sr0");
         assert_eq!(devices[2].kind, "rom");
+    }
+
+    #[test]
+    fn an_empty_path_is_the_kernel_name_under_dev() {
+        // Found by fuzzing (fuzz/artifacts/lsblk_json): `"path": ""` was
+        // taken as the device's path.
+        let json = br#"{"blockdevices":[{"name":"sda2","path":"","type":"part"}]}"#;
+        assert_eq!(parse_lsblk(json).unwrap()[0].path, "/dev/sda2");
+    }
+
+    mod generated {
+        use super::super::*;
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        /// A device tree as lsblk prints it: names, sizes, mount points
+        /// (some null), children nested a few levels.
+        fn tree() -> impl Strategy<Value = Value> {
+            let leaf = (
+                "[a-z]{2,4}[0-9]{0,2}",
+                any::<u64>(),
+                prop::collection::vec(proptest::option::of("/[a-z/]{0,12}"), 0..3),
+            )
+                .prop_map(|(name, size, mounts)| {
+                    json!({"name": name, "size": size, "type": "part", "mountpoints": mounts})
+                });
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                (inner.clone(), prop::collection::vec(inner, 0..4)).prop_map(
+                    |(mut parent, children)| {
+                        parent["children"] = Value::Array(children);
+                        parent
+                    },
+                )
+            })
+        }
+
+        /// Parents before their children, depth first, as `lsblk` shows them.
+        fn preorder(device: &Value, out: &mut Vec<String>) {
+            out.push(device["name"].as_str().unwrap().to_owned());
+            for child in device["children"].as_array().into_iter().flatten() {
+                preorder(child, out);
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Every device of any tree is listed once, in lsblk's order,
+            /// with its size and only its real mount points.
+            #[test]
+            fn every_device_is_listed_in_order(disks in prop::collection::vec(tree(), 0..4)) {
+                let json = json!({"blockdevices": disks});
+                let devices = parse_lsblk(json.to_string().as_bytes()).unwrap();
+                let mut expected = Vec::new();
+                for disk in &disks {
+                    preorder(disk, &mut expected);
+                }
+                let names: Vec<String> = devices.iter().map(|d| d.name.clone()).collect();
+                prop_assert_eq!(names, expected);
+                for device in &devices {
+                    prop_assert_eq!(&device.path, &format!("/dev/{}", device.name));
+                    prop_assert!(device.mount_points.iter().all(|m| m.starts_with('/')));
+                }
+            }
+        }
     }
 }

@@ -271,4 +271,43 @@ mod tests {
         assert!(JournalEntry::parse(r#"{"MESSAGE":"no cursor"}"#).is_none());
         assert!(JournalEntry::parse("not json").is_none());
     }
+
+    mod generated {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Every entry journald can print reads back with its fields:
+            /// messages as text or as bytes (shown lossily).
+            #[test]
+            fn entries_read_back(
+                message in any::<String>(),
+                as_bytes in any::<bool>(),
+                micros in 0i64..4_102_444_800_000_000,
+                priority in proptest::option::of(0i32..8),
+                unit in proptest::option::of("[a-z@-]{1,12}\\.service"),
+                cursor in "[!-~]{1,60}",
+            ) {
+                let mut fields = serde_json::json!({
+                    "__CURSOR": cursor,
+                    "__REALTIME_TIMESTAMP": micros.to_string(),
+                    "MESSAGE": if as_bytes { serde_json::json!(message.as_bytes()) } else { serde_json::json!(message) },
+                });
+                if let Some(priority) = priority {
+                    fields["PRIORITY"] = priority.to_string().into();
+                }
+                if let Some(unit) = &unit {
+                    fields["_SYSTEMD_UNIT"] = unit.clone().into();
+                }
+                let entry = JournalEntry::parse(&fields.to_string()).unwrap();
+                prop_assert_eq!(entry.message, message);
+                prop_assert_eq!(entry.timestamp.timestamp_micros(), micros);
+                prop_assert_eq!(entry.priority, priority);
+                prop_assert_eq!(entry.unit, unit);
+                prop_assert_eq!(entry.cursor, cursor);
+            }
+        }
+    }
 }

@@ -78,6 +78,47 @@ struct Stats {
     total_size: u64,
 }
 
+/// What a `restic backup --json` line tells, if anything.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackupEvent {
+    /// Done so far, 0..=100.
+    Progress(i32),
+    /// The run's summary, with the new snapshot's id if restic gave one.
+    Summary(Option<String>),
+}
+
+impl BackupEvent {
+    /// None for a line that is not JSON, a status without a percentage,
+    /// or a message type this daemon does not use.
+    pub fn parse(line: &str) -> Option<BackupEvent> {
+        let message = serde_json::from_str::<BackupMessage>(line).ok()?;
+        match message.message_type.as_str() {
+            "status" => message
+                .percent_done
+                .map(|done| BackupEvent::Progress((done * 100.0).clamp(0.0, 100.0) as i32)),
+            "summary" => Some(BackupEvent::Summary(message.snapshot_id)),
+            _ => None,
+        }
+    }
+}
+
+/// `restic snapshots --json`: a list, or nothing (`null`, empty) for an
+/// empty repository.
+pub fn parse_snapshots(out: &str) -> Result<Vec<Snapshot>, ResticError> {
+    let trimmed = out.trim();
+    if trimmed.is_empty() || trimmed == "null" {
+        return Ok(Vec::new());
+    }
+    serde_json::from_str(trimmed).map_err(|e| ResticError::Output("snapshots", e.to_string()))
+}
+
+/// `restic stats --json --mode restore-size`: the size in bytes.
+pub fn parse_restore_size(out: &str) -> Result<u64, ResticError> {
+    let stats: Stats = serde_json::from_str(out.trim())
+        .map_err(|e| ResticError::Output("stats", e.to_string()))?;
+    Ok(stats.total_size)
+}
+
 pub struct Restic {
     binary: PathBuf,
     repository: Repository,
@@ -217,20 +258,12 @@ impl Restic {
         let mut snapshot = None;
         let mut last_percent = -1;
         while let Ok(Some(line)) = lines.next_line().await {
-            let Ok(message) = serde_json::from_str::<BackupMessage>(&line) else {
-                continue;
-            };
-            match message.message_type.as_str() {
-                "status" => {
-                    if let Some(done) = message.percent_done {
-                        let percent = (done * 100.0).clamp(0.0, 100.0) as i32;
-                        if percent != last_percent {
-                            last_percent = percent;
-                            progress(percent);
-                        }
-                    }
+            match BackupEvent::parse(&line) {
+                Some(BackupEvent::Progress(percent)) if percent != last_percent => {
+                    last_percent = percent;
+                    progress(percent);
                 }
-                "summary" => snapshot = message.snapshot_id,
+                Some(BackupEvent::Summary(id)) => snapshot = id,
                 _ => {}
             }
         }
@@ -250,11 +283,7 @@ impl Restic {
         let out = self
             .run("snapshots", &["snapshots", "--json", "--no-lock"])
             .await?;
-        let trimmed = out.trim();
-        if trimmed.is_empty() || trimmed == "null" {
-            return Ok(Vec::new());
-        }
-        serde_json::from_str(trimmed).map_err(|e| ResticError::Output("snapshots", e.to_string()))
+        parse_snapshots(&out)
     }
 
     /// Restores the parts `include` of snapshot `id` under `target`
@@ -302,9 +331,7 @@ impl Restic {
                 &["stats", "--json", "--no-lock", "--mode", "restore-size", id],
             )
             .await?;
-        let stats: Stats = serde_json::from_str(out.trim())
-            .map_err(|e| ResticError::Output("stats", e.to_string()))?;
-        Ok(stats.total_size)
+        parse_restore_size(&out)
     }
 
     /// Forgets snapshots and prunes the data only they used.
@@ -381,5 +408,34 @@ mod tests {
             !text.contains("hunter22") && !text.contains("s3cr3tkey"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn backup_lines_give_progress_and_the_snapshot() {
+        let progress = |line: &str| BackupEvent::parse(line);
+        assert_eq!(
+            progress(r#"{"message_type":"status","percent_done":0.505}"#),
+            Some(BackupEvent::Progress(50))
+        );
+        // Out of range reports are clamped, not passed on.
+        assert_eq!(
+            progress(r#"{"message_type":"status","percent_done":1e300}"#),
+            Some(BackupEvent::Progress(100))
+        );
+        assert_eq!(
+            progress(r#"{"message_type":"status","percent_done":-3}"#),
+            Some(BackupEvent::Progress(0))
+        );
+        assert_eq!(progress(r#"{"message_type":"status"}"#), None);
+        assert_eq!(
+            progress(r#"{"message_type":"summary","snapshot_id":"feed"}"#),
+            Some(BackupEvent::Summary(Some("feed".into())))
+        );
+        assert_eq!(progress("restic: not json"), None);
+        assert!(parse_snapshots(" null\n").unwrap().is_empty());
+        assert!(parse_snapshots("").unwrap().is_empty());
+        assert!(parse_snapshots("{").is_err());
+        assert_eq!(parse_restore_size(r#"{"total_size":42}"#).unwrap(), 42);
+        assert!(parse_restore_size(r#"{"total_size":-1}"#).is_err());
     }
 }

@@ -152,18 +152,27 @@ async fn the_api_port_is_the_only_network_socket_and_local_sockets_keep_others_o
     udp.extend(inet_sockets(pid, "udp6", &inodes));
     assert!(udp.is_empty(), "no UDP sockets: {udp:?}");
 
-    // Three listening unix sockets. The control socket is bound in a
-    // private staging directory beside its path and renamed into place,
-    // and the kernel keeps the path it was bound at.
+    // Three listening unix sockets. The control and mail sockets are bound
+    // in a private staging directory beside their paths (`.<name>-<pid>.tmp`)
+    // and renamed into place, and the kernel keeps the path they were
+    // bound at.
     let unix = listening_unix_sockets(pid, &inodes);
     assert_eq!(unix.len(), 3, "listening unix sockets: {unix:?}");
-    assert!(unix.contains(&mail.display().to_string()), "{unix:?}");
     assert!(unix.contains(&hooks.display().to_string()), "{unix:?}");
-    assert!(
-        unix.iter()
-            .any(|p| Path::new(p).parent().and_then(Path::parent) == control.parent()),
-        "{unix:?}"
-    );
+    for staged_for in [&control, &mail] {
+        let prefix = format!(".{}-", staged_for.file_name().unwrap().to_string_lossy());
+        assert!(
+            unix.iter().any(|p| {
+                let staging = Path::new(p).parent();
+                staging.and_then(Path::parent) == staged_for.parent()
+                    && staging
+                        .and_then(Path::file_name)
+                        .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            }),
+            "{} not among {unix:?}",
+            staged_for.display()
+        );
+    }
 
     let nogroup = gid_of("nogroup");
     assert_socket(&control, 0o600, 0);

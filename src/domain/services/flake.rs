@@ -86,14 +86,22 @@ pub fn add_module_input(flake: &str, id: &str, url: &str) -> Result<String, Edit
         .chars()
         .take_while(|c| c.is_whitespace())
         .collect();
-    let line_end = flake[end..].find('\n').map_or(flake.len(), |i| end + i + 1);
-    let mut out = String::with_capacity(flake.len() + 80);
-    out.push_str(&flake[..line_end]);
-    if !out.ends_with('\n') {
-        out.push('\n');
+    let entry = format!("inputs.sp-module-{id}.url = \"{url}\";");
+    let mut out = String::with_capacity(flake.len() + entry.len() + indent.len() + 2);
+    match flake[end..].find('\n').map(|i| end + i) {
+        // A line of its own after the statement's line, unless that line
+        // break is inside a string or comment that the line opens.
+        Some(newline) if lexed.code[newline] => {
+            out.push_str(&flake[..=newline]);
+            out.push_str(&format!("{indent}{entry}\n"));
+            out.push_str(&flake[newline + 1..]);
+        }
+        _ => {
+            out.push_str(&flake[..end]);
+            out.push_str(&format!(" {entry}"));
+            out.push_str(&flake[end..]);
+        }
     }
-    out.push_str(&format!("{indent}inputs.sp-module-{id}.url = \"{url}\";\n"));
-    out.push_str(&flake[line_end..]);
     Ok(out)
 }
 
@@ -329,6 +337,20 @@ mod tests {
     }
 
     #[test]
+    fn an_input_after_a_line_that_opens_a_string_stays_code() {
+        // Found by the generated tests: the entry went after the line
+        // break, which was inside the string.
+        let flake =
+            "{\n  inputs.a.url = \"u\"; note = ''\n    text\n  '';\n  outputs = _: { };\n}\n";
+        let edited = add_module_input(flake, "b", "v").unwrap();
+        assert_eq!(installed_modules(&edited).unwrap(), ["b"]);
+        assert_eq!(
+            edited,
+            flake.replace("\"u\";", "\"u\"; inputs.sp-module-b.url = \"v\";")
+        );
+    }
+
+    #[test]
     fn broken_or_inputless_files_are_refused() {
         let imported =
             "{\n  inputs = import ./inputs.nix; # { not here\n  outputs = { self }: { };\n}\n";
@@ -348,5 +370,136 @@ mod tests {
             add_module_input("{ inputs = { x = \"unterminated; }; }", "a", "u"),
             Err(EditError::Unparsable)
         );
+    }
+
+    mod generated {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Text that must not count as code: comments and strings holding
+        /// braces, quotes and input-like words.
+        fn noise() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just(String::new()),
+                "[a-z {}\";=.]{0,12}".prop_map(|t| format!("# {t} sp-module-fake.url = \"x\";")),
+                "[a-z {};=.]{0,12}".prop_map(|t| format!("/* {t} }} {{ */")),
+                Just("x = \"${\"}\"} \\\" {\";".to_owned()),
+                Just("y = ''\n    a } ''${b} ''' c\n  '';".to_owned()),
+            ]
+        }
+
+        /// An input's name: installed modules among others.
+        fn input_name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z][a-z0-9-]{0,8}",
+                "[a-z][a-z0-9]{0,6}".prop_map(|id| format!("sp-module-{id}")),
+            ]
+        }
+
+        #[derive(Debug, Clone)]
+        enum Form {
+            Block { one_line: bool },
+            Dotted,
+        }
+
+        /// A flake.nix as people write it: inputs in a block or as dotted
+        /// lines, any indentation, comments and strings around them.
+        fn flake() -> impl Strategy<Value = String> {
+            let form = prop_oneof![
+                any::<bool>().prop_map(|one_line| Form::Block { one_line }),
+                Just(Form::Dotted),
+            ];
+            let indent = prop_oneof![Just("  "), Just("    "), Just("\t")];
+            (
+                form,
+                indent,
+                prop::collection::vec((input_name(), "[a-z:/.?=&+-]{1,20}", noise()), 0..5),
+                noise(),
+                noise(),
+            )
+                .prop_filter(
+                    "the dotted form needs an input",
+                    |(form, _, inputs, ..)| !matches!(form, Form::Dotted) || !inputs.is_empty(),
+                )
+                .prop_map(|(form, indent, inputs, head, tail)| {
+                    let mut text = format!("{{\n{indent}description = \"a {{ server\"; {head}\n");
+                    match form {
+                        Form::Block { one_line: true } => {
+                            let entries: String = inputs
+                                .iter()
+                                .map(|(name, url, _)| format!(" {name}.url = \"{url}\";"))
+                                .collect();
+                            text.push_str(&format!("{indent}inputs = {{{entries} }};\n"));
+                        }
+                        Form::Block { one_line: false } => {
+                            text.push_str(&format!("{indent}inputs = {{\n"));
+                            for (name, url, noise) in &inputs {
+                                text.push_str(&format!(
+                                    "{indent}{indent}{name}.url = \"{url}\"; {noise}\n"
+                                ));
+                            }
+                            text.push_str(&format!("{indent}}};\n"));
+                        }
+                        Form::Dotted => {
+                            for (name, url, noise) in &inputs {
+                                text.push_str(&format!(
+                                    "{indent}inputs.{name}.url = \"{url}\"; {noise}\n"
+                                ));
+                            }
+                        }
+                    }
+                    text.push_str(&format!(
+                        "{indent}outputs = {{ self, ... }}@inputs: {{\n{indent}{indent}{tail}\n{indent}}};\n}}\n"
+                    ));
+                    text
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Adding a module lists it after the others, adding it again
+            /// changes nothing, and taking the added entry out gives back
+            /// the file exactly as it was.
+            #[test]
+            fn adding_round_trips(
+                flake in flake(),
+                id in "[a-z][a-z0-9-]{0,10}",
+                url in "[a-z:/.?=&+-]{1,30}",
+            ) {
+                let before = installed_modules(&flake).unwrap();
+                prop_assume!(!before.contains(&id));
+                let edited = add_module_input(&flake, &id, &url).unwrap();
+                let after = installed_modules(&edited).unwrap();
+                let mut expected = before.clone();
+                expected.push(id.clone());
+                prop_assert_eq!(after, expected);
+                prop_assert_eq!(&add_module_input(&edited, &id, "other").unwrap(), &edited);
+                let entry = format!("sp-module-{id}.url = \"{url}\";");
+                let dotted = format!("inputs.{entry}");
+                let lines: Vec<&str> = edited.split_inclusive('\n').collect();
+                let own_lines: Vec<usize> = (0..lines.len())
+                    .filter(|&i| lines[i].trim() == entry || lines[i].trim() == dotted)
+                    .collect();
+                prop_assert!(own_lines.len() <= 1, "{}", edited);
+                let removed = if let [own] = own_lines[..] {
+                    // On a line of its own, indented.
+                    prop_assert!(lines[own].starts_with(char::is_whitespace), "{:?}", lines[own]);
+                    lines
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != own)
+                        .map(|(_, l)| *l)
+                        .collect()
+                } else if edited.contains(&format!(" {entry} }}")) {
+                    // In a one-line block.
+                    edited.replacen(&format!(" {entry} "), "", 1)
+                } else {
+                    // After a statement whose line goes on in a string.
+                    edited.replacen(&format!(" {dotted}"), "", 1)
+                };
+                prop_assert_eq!(removed, flake);
+            }
+        }
     }
 }

@@ -135,7 +135,10 @@ pub fn check_ssh_key(key: &str) -> Outcome<String> {
             "нужен ровно один ключ в одной строке".into(),
         ));
     }
-    let parsed = ssh_key::PublicKey::from_openssh(line).map_err(|e| {
+    // Blanks between the parts are one separator to OpenSSH (a tab or two
+    // spaces, as pasted); the parser wants exactly one space.
+    let normalized = line.split_whitespace().collect::<Vec<_>>().join(" ");
+    let parsed = ssh_key::PublicKey::from_openssh(&normalized).map_err(|e| {
         bad(
             format!("not an OpenSSH public key ({e})"),
             format!("это не открытый ключ OpenSSH ({e})"),
@@ -172,7 +175,7 @@ pub fn check_ssh_key(key: &str) -> Outcome<String> {
         }
     }
     // Keep the key as given (with its comment), whitespace normalized.
-    Ok(line.split_whitespace().collect::<Vec<_>>().join(" "))
+    Ok(normalized)
 }
 
 /// The key part of an OpenSSH line (type and blob, without the comment):
@@ -258,6 +261,10 @@ mod tests {
     fn ssh_keys_are_parsed() {
         assert_eq!(check_ssh_key(&format!("  {ED25519}\n")).unwrap(), ED25519);
         assert_eq!(key_identity(ED25519), ED25519.rsplit_once(' ').unwrap().0);
+        // Found by the generated tests: a tab or two spaces between the
+        // parts, as OpenSSH accepts them, were refused.
+        let pasted = ED25519.replacen(' ', "\t ", 1).replacen(' ', "  ", 1);
+        assert_eq!(check_ssh_key(&pasted).unwrap(), ED25519);
         for bad in [
             "",
             "ssh-ed25519",
@@ -287,5 +294,77 @@ mod tests {
             refused.to_string().contains("longer than 1024"),
             "{refused}"
         );
+    }
+
+    mod generated {
+        use super::super::*;
+        use proptest::prelude::*;
+        use ssh_key::public::{Ed25519PublicKey, RsaPublicKey};
+        use ssh_key::{Mpint, PublicKey};
+
+        /// Spaces and tabs, as people paste them.
+        fn blank() -> impl Strategy<Value = String> {
+            "[ \t]{1,3}"
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any Ed25519 key as OpenSSH formats it, with any comment and
+            /// any blanks around its parts, is accepted; the result is that
+            /// line with single spaces, accepted again unchanged, and the
+            /// same key.
+            #[test]
+            fn formatted_ed25519_keys_are_accepted_as_formatted(
+                bytes in any::<[u8; 32]>(),
+                comment in "([!-~]{1,10}( [!-~]{1,10}){0,2})?",
+                lead in "[ \t]{0,2}",
+                sep in blank(),
+                trail in "[ \t]{0,2}",
+            ) {
+                let key = PublicKey::new(ssh_key::public::KeyData::Ed25519(Ed25519PublicKey(bytes)), "");
+                let line = key.to_openssh().unwrap();
+                let with_comment = if comment.is_empty() { line.clone() } else { format!("{line} {comment}") };
+                let pasted = format!("{lead}{}{trail}", with_comment.replacen(' ', &sep, 1));
+                let accepted = check_ssh_key(&pasted).unwrap();
+                prop_assert_eq!(&accepted, &with_comment);
+                prop_assert_eq!(check_ssh_key(&accepted).unwrap(), accepted.clone());
+                prop_assert_eq!(key_identity(&accepted), line);
+            }
+
+            /// RSA keys are accepted exactly from 2048 bits of modulus on.
+            #[test]
+            fn rsa_keys_are_accepted_from_2048_bits(
+                top in 1u8..=255,
+                rest in prop::collection::vec(any::<u8>(), 240..272),
+            ) {
+                let mut modulus = vec![top];
+                modulus.extend(rest);
+                let bits = modulus.len() * 8 - top.leading_zeros() as usize;
+                let rsa = RsaPublicKey {
+                    e: Mpint::from_positive_bytes(&[1, 0, 1]).unwrap(),
+                    n: Mpint::from_positive_bytes(&modulus).unwrap(),
+                };
+                let line = PublicKey::new(ssh_key::public::KeyData::Rsa(rsa), "k")
+                    .to_openssh()
+                    .unwrap();
+                prop_assert_eq!(check_ssh_key(&line).is_ok(), bits >= MIN_RSA_BITS, "{} bits", bits);
+            }
+
+            /// More than one line is never one key.
+            #[test]
+            fn line_breaks_are_refused(
+                bytes in any::<[u8; 32]>(),
+                cut in 0usize..80,
+                brk in prop_oneof![Just('\n'), Just('\r'), Just('\0')],
+            ) {
+                let line = PublicKey::new(ssh_key::public::KeyData::Ed25519(Ed25519PublicKey(bytes)), "c")
+                    .to_openssh()
+                    .unwrap();
+                let at = cut.min(line.len() - 1).max(1);
+                let broken = format!("{}{brk}{}", &line[..at], &line[at..]);
+                prop_assert!(check_ssh_key(&broken).is_err());
+            }
+        }
     }
 }

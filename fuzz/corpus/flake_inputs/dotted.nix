@@ -1,0 +1,5 @@
+{
+  inputs.nixpkgs.url = "github:x/y";
+  inputs.sp-module-a.url = "u";
+  outputs = _: { };
+}

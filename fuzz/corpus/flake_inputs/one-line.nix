@@ -1,0 +1,1 @@
+{ inputs = { a.url = "x"; }; outputs = _: {}; }
