@@ -318,20 +318,7 @@ async fn a_move_killed_at_any_step_leaves_one_complete_copy_and_recovers_at_star
         let started = move_notes(&client, to).await;
         assert_eq!(started["code"], 200, "{step}: {started}");
         let uid = started["job"]["uid"].as_str().unwrap().to_owned();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let job = job_by_uid(&client, &uid).await;
-            let text = job["statusText"].as_str().unwrap_or("");
-            if text.contains(&format!("TEST HOOK: paused after step {step}")) {
-                break;
-            }
-            assert!(
-                job["status"] == "RUNNING" || job["status"] == "CREATED",
-                "{step}: {job}"
-            );
-            assert!(Instant::now() < deadline, "{step}: never paused: {job}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_paused(&client, &uid, step).await;
         // SIGKILL in the middle of the move, and a start without the hook.
         std::fs::write(&config_file, CONFIG).unwrap();
         testbed.restart_daemon(&client).await;
@@ -367,6 +354,25 @@ async fn a_move_killed_at_any_step_leaves_one_complete_copy_and_recovers_at_star
         ));
         assert_same_files(&testbed, "/var/lib/notes", &original, step);
         assert_eq!(testbed.unit_state("notes.service"), "active", "{step}");
+    }
+}
+
+/// Waits until the job `uid` stopped dead after `step` (the test hook),
+/// running until then.
+async fn wait_paused(client: &Client, uid: &str, step: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = job_by_uid(client, uid).await;
+        let text = job["statusText"].as_str().unwrap_or("");
+        if text.contains(&format!("TEST HOOK: paused after step {step}")) {
+            return;
+        }
+        assert!(
+            job["status"] == "RUNNING" || job["status"] == "CREATED",
+            "{step}: {job}"
+        );
+        assert!(Instant::now() < deadline, "{step}: never paused: {job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -1022,20 +1028,7 @@ async fn a_migration_killed_at_any_step_is_rolled_back_or_finished_at_start() {
         let started = migrate(&client, "sdb", "sdc").await;
         assert_eq!(started["code"], 200, "{step}: {started}");
         let uid = started["job"]["uid"].as_str().unwrap().to_owned();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let job = job_by_uid(&client, &uid).await;
-            let text = job["statusText"].as_str().unwrap_or("");
-            if text.contains(&format!("TEST HOOK: paused after step {step}")) {
-                break;
-            }
-            assert!(
-                job["status"] == "RUNNING" || job["status"] == "CREATED",
-                "{step}: {job}"
-            );
-            assert!(Instant::now() < deadline, "{step}: never paused: {job}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_paused(&client, &uid, step).await;
         // SIGKILL in the middle, and a start without the hook.
         std::fs::write(&config_file, CONFIG).unwrap();
         testbed.restart_daemon(&client).await;

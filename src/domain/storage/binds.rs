@@ -28,7 +28,7 @@ use super::moves::{
 use super::{Storage, VOLUMES_DIR, check_volume_name};
 use crate::domain::error::{Failure, Outcome};
 use crate::domain::i18n::Text;
-use crate::domain::jobs::{Job, JobStatus, JobUpdate};
+use crate::domain::jobs::{Job, JobStatus};
 use crate::domain::locks::{ServiceLease, ServiceLocks, ServiceOperation};
 use crate::domain::system::changes::UserdataChange;
 use crate::domain::system::rebuild::ConfigChange;
@@ -750,16 +750,7 @@ impl Storage {
         if let Err(e) = self.store.end_bind_migration(uid) {
             tracing::error!(uid, "forgetting an ended migration: {e}");
         }
-        let _ = self.jobs.update(
-            uid,
-            JobUpdate {
-                status: Some(status),
-                status_text: None,
-                progress: None,
-                error,
-                result,
-            },
-        );
+        self.end_job(uid, status, result, error);
     }
 
     /// Finishes or rolls back a migration a previous daemon was cut off
@@ -866,15 +857,7 @@ impl Storage {
                     ))),
                 ),
             };
-            let _ = self.jobs.update(
-                &job.uid,
-                JobUpdate {
-                    status: Some(status),
-                    result,
-                    error,
-                    ..Default::default()
-                },
-            );
+            self.end_job(&job.uid, status, result, error);
         }
         drop(leases);
     }

@@ -418,6 +418,26 @@ impl Storage {
         );
     }
 
+    /// Ends a move's or a migration's job: its status, and its result or
+    /// error, in one update.
+    pub(super) fn end_job(
+        &self,
+        uid: &str,
+        status: JobStatus,
+        result: Option<Text>,
+        error: Option<Text>,
+    ) {
+        let _ = self.jobs.update(
+            uid,
+            JobUpdate {
+                status: Some(status),
+                result,
+                error,
+                ..Default::default()
+            },
+        );
+    }
+
     /// TEST SCAFFOLDING: stops a move or a migration dead after the step
     /// named `step` when the configuration says so, for a test to kill the
     /// daemon there.
@@ -707,16 +727,7 @@ impl Storage {
         if let Err(e) = self.store.end_move(uid) {
             tracing::error!(uid, "forgetting an ended move: {e}");
         }
-        let _ = self.jobs.update(
-            uid,
-            JobUpdate {
-                status: Some(status),
-                status_text: None,
-                progress: None,
-                error,
-                result,
-            },
-        );
+        self.end_job(uid, status, result, error);
     }
 
     /// Back to the old copy: the partial and new copies are removed (the
@@ -864,15 +875,7 @@ impl Storage {
                     ))),
                 ),
             };
-            let _ = self.jobs.update(
-                &job.uid,
-                JobUpdate {
-                    status: Some(status),
-                    result,
-                    error,
-                    ..Default::default()
-                },
-            );
+            self.end_job(&job.uid, status, result, error);
         }
         drop(lease);
     }
